@@ -1,0 +1,119 @@
+//! JSON Lines validation: find the lines a JSON reader would fail on, with line numbers.
+//!
+//! Polars' NDJSON reader stops on the first bad line without saying which. This pass reads the
+//! file once (memory: one line at a time plus a block of lines in flight), parses each line with
+//! serde_json (`IgnoredAny`, no allocation per value), and either reports the first problems
+//! (strict mode) or writes the good lines to a new file and returns the bad ones with their
+//! reasons, so nothing is lost silently.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::error::{Result, SftError};
+use crate::parallel;
+
+/// A line that is not one JSON value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    /// 1-based line number in the file.
+    pub line: usize,
+    /// Why it failed (`invalid_utf8`, `invalid_json: …`).
+    pub reason: String,
+}
+
+fn check(line: &[u8]) -> Option<String> {
+    if std::str::from_utf8(line).is_err() {
+        return Some("invalid_utf8".into());
+    }
+    match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+        Ok(_) => None,
+        Err(e) => Some(format!("invalid_json: {e}")),
+    }
+}
+
+/// Scan `path`; write the valid non-blank lines to `good_out` (when given) and return the bad
+/// ones, in order.
+///
+/// # Errors
+/// [`SftError::Io`] naming the file when reading or writing fails.
+pub fn split_jsonl(path: &Path, good_out: Option<&Path>) -> Result<Vec<BadLine>> {
+    const BLOCK: usize = 8192;
+    let f = File::open(path).map_err(|e| SftError::io(format!("opening {}", path.display()), e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, f);
+    let mut writer = match good_out {
+        Some(p) => Some(BufWriter::new(
+            File::create(p).map_err(|e| SftError::io(format!("creating {}", p.display()), e))?,
+        )),
+        None => None,
+    };
+    let mut bad = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        let mut block: Vec<Vec<u8>> = Vec::with_capacity(BLOCK);
+        for _ in 0..BLOCK {
+            let mut buf = Vec::new();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| SftError::io(format!("reading {}", path.display()), e))?;
+            if n == 0 {
+                break;
+            }
+            while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                buf.pop();
+            }
+            block.push(buf);
+        }
+        if block.is_empty() {
+            break;
+        }
+        parallel::check_cancel()?;
+        let verdicts: Vec<Option<String>> = parallel::install(|| {
+            block
+                .par_iter()
+                .map(|l| if l.iter().all(u8::is_ascii_whitespace) { None } else { check(l) })
+                .collect()
+        })?;
+        for (l, v) in block.iter().zip(verdicts) {
+            line_no += 1;
+            match v {
+                Some(reason) => bad.push(BadLine { line: line_no, reason }),
+                None => {
+                    if let Some(w) = writer.as_mut() {
+                        if !l.iter().all(u8::is_ascii_whitespace) {
+                            w.write_all(l)
+                                .and_then(|()| w.write_all(b"\n"))
+                                .map_err(|e| SftError::io("writing cleaned JSON Lines", e))?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(mut w) = writer {
+        w.flush().map_err(|e| SftError::io("writing cleaned JSON Lines", e))?;
+    }
+    Ok(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_bad_lines_and_keeps_good_ones() {
+        let dir = std::env::temp_dir().join(format!("sftfast-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("in.jsonl");
+        std::fs::write(&src, b"{\"a\": 1}\n{bad\n\n{\"a\": \"\xff\"}\n{\"a\": 2}\n").unwrap();
+        let out = dir.join("out.jsonl");
+        let bad = split_jsonl(&src, Some(&out)).unwrap();
+        assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![2, 4]);
+        assert!(bad[0].reason.starts_with("invalid_json"));
+        assert_eq!(bad[1].reason, "invalid_utf8");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"a\": 1}\n{\"a\": 2}\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,155 @@
+//! `#[pyfunction]` wrappers: extract, run detached, convert.
+
+use std::path::PathBuf;
+
+use polars::prelude::*;
+use pyo3::prelude::*;
+use pyo3_polars::{PyDataFrame, PySeries};
+
+use super::convert::str_cells;
+use super::run_detached;
+use crate::tokenize::registry;
+use crate::{demo, parallel};
+
+/// Load a tokenizer from JSON text; returns `(key, fast_path_disabled_reason)`.
+#[pyfunction]
+fn load_tokenizer_json(py: Python<'_>, json: String) -> PyResult<(String, Option<String>)> {
+    run_detached(py, move || {
+        let enc = registry::load_json(&json)?;
+        Ok((enc.key().to_string(), enc.fast_path_disabled_reason().map(str::to_string)))
+    })
+}
+
+/// Load a tokenizer from a `tokenizer.json` path or model directory.
+#[pyfunction]
+fn load_tokenizer_path(py: Python<'_>, path: PathBuf) -> PyResult<(String, Option<String>)> {
+    run_detached(py, move || {
+        let enc = registry::load_path(&path)?;
+        Ok((enc.key().to_string(), enc.fast_path_disabled_reason().map(str::to_string)))
+    })
+}
+
+/// Exact token counts of a String series (UInt32, nulls stay null).
+#[pyfunction]
+#[pyo3(signature = (key, texts, *, add_special_tokens=false, path=None))]
+fn count_tokens(
+    py: Python<'_>,
+    key: &str,
+    texts: PySeries,
+    add_special_tokens: bool,
+    path: Option<String>,
+) -> PyResult<PySeries> {
+    let s = texts.0;
+    let counts = run_detached(py, || {
+        let enc = registry::get(key, path.as_deref())?;
+        let cells = str_cells(&s)?;
+        enc.count_batch(&cells, add_special_tokens)
+    })?;
+    Ok(PySeries(UInt32Chunked::from_iter_options(s.name().clone(), counts.into_iter()).into_series()))
+}
+
+/// Token counts with the reference pipeline (for parity checks and benchmarks).
+#[pyfunction]
+#[pyo3(signature = (key, texts, *, add_special_tokens=false))]
+fn count_tokens_reference(
+    py: Python<'_>,
+    key: &str,
+    texts: PySeries,
+    add_special_tokens: bool,
+) -> PyResult<PySeries> {
+    let s = texts.0;
+    let counts = run_detached(py, || {
+        let enc = registry::get(key, None)?;
+        str_cells(&s)?
+            .into_iter()
+            .map(|t| {
+                t.map(|t| enc.count_reference(t, add_special_tokens).map(|n| n as u32))
+                    .transpose()
+            })
+            .collect::<crate::Result<Vec<Option<u32>>>>()
+    })?;
+    Ok(PySeries(UInt32Chunked::from_iter_options(s.name().clone(), counts.into_iter()).into_series()))
+}
+
+/// Set sftfast's thread count (0 = default).
+#[pyfunction]
+fn set_num_threads(n: usize) -> PyResult<()> {
+    parallel::set_num_threads(n).map_err(super::errors::to_py)
+}
+
+/// sftfast's current thread count.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    parallel::num_threads()
+}
+
+/// Rows processed so far in this process (for progress bars).
+#[pyfunction]
+fn progress_rows() -> usize {
+    parallel::progress()
+}
+
+/// The built-in demo rows as a DataFrame.
+#[pyfunction]
+#[pyo3(signature = (n, *, seed=0))]
+fn demo_rows(py: Python<'_>, n: usize, seed: u64) -> PyResult<PyDataFrame> {
+    let rows = run_detached(py, move || Ok(demo::demo_rows(n, seed)))?;
+    let df = DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("id".into(), rows.iter().map(|r| r.id).collect::<Vec<_>>()),
+            Column::new("category".into(), rows.iter().map(|r| r.category).collect::<Vec<_>>()),
+            Column::new("lang".into(), rows.iter().map(|r| r.lang).collect::<Vec<_>>()),
+            Column::new(
+                "question".into(),
+                rows.iter().map(|r| r.question.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "answer".into(),
+                rows.iter().map(|r| r.answer.as_deref()).collect::<Vec<_>>(),
+            ),
+        ],
+    )
+    .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    Ok(PyDataFrame(df))
+}
+
+/// Train the demo tokenizer on a String series; returns `tokenizer.json` text.
+#[pyfunction]
+#[pyo3(signature = (texts, *, vocab_size=2000))]
+fn train_demo_tokenizer(py: Python<'_>, texts: PySeries, vocab_size: usize) -> PyResult<String> {
+    let s = texts.0;
+    run_detached(py, || {
+        let owned: Vec<String> =
+            str_cells(&s)?.into_iter().flatten().map(str::to_string).collect();
+        demo::train_tokenizer(&owned, vocab_size)
+    })
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(load_tokenizer_json, m)?)?;
+    m.add_function(wrap_pyfunction!(load_tokenizer_path, m)?)?;
+    m.add_function(wrap_pyfunction!(count_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(count_tokens_reference, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(progress_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(demo_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(train_demo_tokenizer, m)?)?;
+    m.add_function(wrap_pyfunction!(split_jsonl, m)?)?;
+    Ok(())
+}
+
+/// Bad lines of a JSON Lines file as `(line, reason)`; the good ones go to `good_out` if given.
+#[pyfunction]
+#[pyo3(signature = (path, good_out=None))]
+pub(crate) fn split_jsonl(
+    py: Python<'_>,
+    path: PathBuf,
+    good_out: Option<PathBuf>,
+) -> PyResult<Vec<(usize, String)>> {
+    run_detached(py, move || {
+        let bad = crate::jsonl::split_jsonl(&path, good_out.as_deref())?;
+        Ok(bad.into_iter().map(|b| (b.line, b.reason)).collect())
+    })
+}

@@ -1,0 +1,198 @@
+//! Byte-pair merging, the same algorithm as the `tokenizers` crate's `BPE` model.
+//!
+//! A word starts as one symbol per byte (byte-level vocabularies) or per char (SentencePiece-style
+//! vocabularies with byte fallback and unknown-token fusing). Merges are applied in rank order,
+//! leftmost first among equal ranks, through a binary heap of candidate pairs over a linked list
+//! of symbols, exactly as `tokenizers::models::bpe::Word::merge_all` does (including its check
+//! that skips stale heap entries). Cost: O(n log n) for a word of n initial symbols.
+//!
+//! We re-implement it (≈150 lines) rather than call `Model::tokenize`, because that allocates a
+//! `String` per output token and takes a shared lock on its cache, which dominates the cost of
+//! counting; the tests compare both on every fixture.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap;
+
+/// Vocabulary and merges in id space.
+#[derive(Debug)]
+pub struct Bpe {
+    /// (left id, right id) → (rank, merged id).
+    merges: FxHashMap<u64, (u32, u32)>,
+    init: Init,
+    ignore_merges_vocab: Option<FxHashMap<Box<str>, u32>>,
+}
+
+/// How a word becomes its initial symbols.
+#[derive(Debug)]
+pub enum Init {
+    /// Byte-level: every byte has a vocabulary id (the 256 mapped chars of GPT-2's alphabet).
+    Bytes(Box<[u32; 256]>),
+    /// Char-level: a vocabulary of single chars, optional byte fallback (`<0xHH>` ids), an
+    /// optional unknown token and whether consecutive unknowns fuse into one.
+    Chars {
+        /// Single-char vocabulary entries.
+        chars: FxHashMap<char, u32>,
+        /// `<0xHH>` ids when the model has `byte_fallback` and all 256 exist.
+        byte_fallback: Option<Box<[u32; 256]>>,
+        /// The unknown token id, if any.
+        unk: Option<u32>,
+        /// Fuse consecutive unknown chars.
+        fuse_unk: bool,
+    },
+}
+
+#[inline]
+fn key(a: u32, b: u32) -> u64 {
+    (u64::from(a) << 32) | u64::from(b)
+}
+
+impl Bpe {
+    /// Build from merges given as id pairs in rank order (later duplicates win, like the
+    /// reference, which collects them into a map).
+    pub fn new(
+        merges: impl IntoIterator<Item = (u32, u32, u32)>,
+        init: Init,
+        ignore_merges_vocab: Option<FxHashMap<Box<str>, u32>>,
+    ) -> Self {
+        let mut map = FxHashMap::default();
+        for (rank, (a, b, new_id)) in merges.into_iter().enumerate() {
+            #[allow(clippy::cast_possible_truncation)]
+            map.insert(key(a, b), (rank as u32, new_id));
+        }
+        Bpe { merges: map, init, ignore_merges_vocab }
+    }
+
+    /// Initial symbols of `word` appended to `out`.
+    fn initial(&self, word: &str, out: &mut Vec<u32>) {
+        match &self.init {
+            Init::Bytes(table) => out.extend(word.bytes().map(|b| table[b as usize])),
+            Init::Chars { chars, byte_fallback, unk, fuse_unk } => {
+                // Mirrors `BPE::merge_word`: a pending unknown is flushed only when a known char
+                // follows (byte-fallback symbols do not flush it), so unknowns separated by
+                // byte-fallback bytes still fuse.
+                let mut pending_unk = false;
+                for c in word.chars() {
+                    if let Some(&id) = chars.get(&c) {
+                        if pending_unk {
+                            out.push(unk.unwrap_or(0));
+                            pending_unk = false;
+                        }
+                        out.push(id);
+                    } else if let Some(fb) = byte_fallback {
+                        let mut buf = [0u8; 4];
+                        for b in c.encode_utf8(&mut buf).bytes() {
+                            out.push(fb[b as usize]);
+                        }
+                    } else if let Some(u) = unk {
+                        if pending_unk && !fuse_unk {
+                            out.push(*u);
+                        }
+                        pending_unk = true;
+                    }
+                }
+                if pending_unk {
+                    out.push(unk.unwrap_or(0));
+                }
+            }
+        }
+    }
+
+    /// Merge `word` into token ids, appended to `out`.
+    pub fn encode(&self, word: &str, out: &mut Vec<u32>, scratch: &mut Scratch) {
+        if word.is_empty() {
+            return;
+        }
+        if let Some(vocab) = &self.ignore_merges_vocab {
+            if let Some(&id) = vocab.get(word) {
+                out.push(id);
+                return;
+            }
+        }
+        let syms = &mut scratch.syms;
+        syms.clear();
+        self.initial(word, syms);
+        let n = syms.len();
+        if n < 2 {
+            out.extend_from_slice(syms);
+            return;
+        }
+        // Linked list over positions; a merged-away symbol gets `len == 0` (here: id u32::MAX).
+        let prev = &mut scratch.prev;
+        let next = &mut scratch.next;
+        prev.clear();
+        next.clear();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+        for i in 0..n {
+            prev.push(i as i32 - 1);
+            next.push(if i + 1 < n { (i + 1) as i32 } else { -1 });
+        }
+        let heap = &mut scratch.heap;
+        heap.clear();
+        #[allow(clippy::cast_possible_truncation)]
+        for i in 0..n - 1 {
+            if let Some(&(rank, new_id)) = self.merges.get(&key(syms[i], syms[i + 1])) {
+                heap.push(Reverse((rank, i as u32, new_id)));
+            }
+        }
+        const DEAD: u32 = u32::MAX;
+        while let Some(Reverse((_rank, pos, new_id))) = heap.pop() {
+            let pos = pos as usize;
+            if syms[pos] == DEAD || next[pos] < 0 {
+                continue;
+            }
+            #[allow(clippy::cast_sign_loss)]
+            let right = next[pos] as usize;
+            match self.merges.get(&key(syms[pos], syms[right])) {
+                Some(&(_, id)) if id == new_id => {}
+                _ => continue,
+            }
+            syms[pos] = new_id;
+            syms[right] = DEAD;
+            next[pos] = next[right];
+            if next[right] >= 0 {
+                #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+                {
+                    prev[next[right] as usize] = pos as i32;
+                }
+            }
+            #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+            {
+                if prev[pos] >= 0 {
+                    let p = prev[pos] as usize;
+                    if let Some(&(r, id)) = self.merges.get(&key(syms[p], new_id)) {
+                        heap.push(Reverse((r, p as u32, id)));
+                    }
+                }
+                if next[pos] >= 0 {
+                    let nx = next[pos] as usize;
+                    if let Some(&(r, id)) = self.merges.get(&key(new_id, syms[nx])) {
+                        heap.push(Reverse((r, pos as u32, id)));
+                    }
+                }
+            }
+        }
+        out.extend(syms.iter().copied().filter(|&s| s != DEAD));
+    }
+
+    /// Number of tokens `word` merges into.
+    pub fn count(&self, word: &str, scratch: &mut Scratch) -> usize {
+        let mut out = std::mem::take(&mut scratch.out);
+        out.clear();
+        self.encode(word, &mut out, scratch);
+        let n = out.len();
+        scratch.out = out;
+        n
+    }
+}
+
+/// Reusable buffers for [`Bpe::encode`] (one per thread).
+#[derive(Default, Debug)]
+pub struct Scratch {
+    syms: Vec<u32>,
+    prev: Vec<i32>,
+    next: Vec<i32>,
+    heap: BinaryHeap<Reverse<(u32, u32, u32)>>,
+    out: Vec<u32>,
+}

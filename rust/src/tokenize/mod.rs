@@ -1,0 +1,285 @@
+//! Exact token counting with a model's own `tokenizer.json`.
+//!
+//! Two paths give the same numbers:
+//! - the **reference** path is the `tokenizers` crate's `encode_fast` (what the Python
+//!   `tokenizers` package runs);
+//! - the **fast** path ([`spec::FastPlan`]) re-implements the common BPE pipelines without
+//!   offsets or per-token strings: normalise, split with a hand-written scanner for the
+//!   standard regexes, and merge each piece, with a per-thread cache of piece → count
+//!   (pieces repeat: "the", " of", indentation).
+//!
+//! A row takes the fast path only when nothing in it could behave differently: when the raw or
+//! normalised text contains the text of any added token (special tokens like `<|im_end|>`,
+//! Phi-2's whitespace tokens), the row goes through the reference path. Tokenizers the fast
+//! path does not cover always use the reference path. The parity tests check every row of the
+//! shared data sets and generated text against the Python package.
+//!
+//! Batches run on sftfast's rayon pool; each row's count depends only on the row, so results are
+//! the same for any thread count.
+
+pub mod bpe;
+pub mod pretok;
+pub mod registry;
+pub mod spec;
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aho_corasick::AhoCorasick;
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use tokenizers::{PostProcessor, Tokenizer};
+
+use crate::error::{Result, SftError};
+use crate::parallel;
+use bpe::Scratch;
+use spec::FastPlan;
+
+/// Pieces longer than this are not cached (they rarely repeat).
+const MAX_CACHED_PIECE: usize = 48;
+/// Entries per thread before the cache is cleared.
+const MAX_CACHE_ENTRIES: usize = 1 << 20;
+/// Rows per parallel task (also the granularity of Ctrl-C checks).
+const CHUNK: usize = 256;
+
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+/// A loaded tokenizer that counts tokens exactly.
+pub struct Encoder {
+    uid: u64,
+    /// Content hash of the `tokenizer.json` (hex xxh3-128), the key plugins pass around.
+    key: String,
+    reference: Tokenizer,
+    fast: Option<FastPlan>,
+    fast_reason: Option<String>,
+    added: Option<AhoCorasick>,
+    special_added: usize,
+    max_added_bytes: usize,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("key", &self.key)
+            .field("fast", &self.fast.is_some())
+            .field("fast_reason", &self.fast_reason)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Local {
+    uid: u64,
+    cache: FxHashMap<Box<[u8]>, u32>,
+    scratch: Scratch,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
+
+/// Content key of a `tokenizer.json`.
+pub fn content_key(json: &str) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(json.as_bytes()))
+}
+
+impl Encoder {
+    /// Load from the text of a `tokenizer.json`. Padding and truncation are cleared.
+    ///
+    /// # Errors
+    /// [`SftError::Tokenizer`] when the JSON is not a valid tokenizer.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let mut reference = Tokenizer::from_bytes(json.as_bytes())
+            .map_err(|e| SftError::Tokenizer(format!("cannot load tokenizer.json: {e}")))?;
+        reference
+            .with_truncation(None)
+            .map_err(|e| SftError::Tokenizer(format!("cannot clear truncation: {e}")))?;
+        reference.with_padding(None);
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| SftError::Tokenizer(format!("tokenizer.json is not JSON: {e}")))?;
+        let (fast, fast_reason) = match FastPlan::build(&value) {
+            Ok(plan) => (Some(plan), None),
+            Err(why) => (None, Some(why)),
+        };
+        let mut contents: Vec<String> = reference
+            .get_added_tokens_decoder()
+            .into_values()
+            .map(|t| t.content)
+            .filter(|c| !c.is_empty())
+            .collect();
+        contents.sort();
+        let max_added_bytes = contents.iter().map(String::len).max().unwrap_or(0);
+        let added = if contents.is_empty() {
+            None
+        } else {
+            Some(AhoCorasick::new(&contents).map_err(|e| {
+                SftError::Tokenizer(format!("cannot index added tokens: {e}"))
+            })?)
+        };
+        let special_added =
+            reference.get_post_processor().map_or(0, |p| p.added_tokens(false));
+        Ok(Encoder {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            key: content_key(json),
+            reference,
+            fast,
+            fast_reason,
+            added,
+            special_added,
+            max_added_bytes,
+        })
+    }
+
+    /// Load from a `tokenizer.json` file or a model directory that contains one.
+    ///
+    /// # Errors
+    /// [`SftError::Io`] when the file cannot be read, [`SftError::Tokenizer`] when it is invalid.
+    pub fn from_path(path: &std::path::Path) -> Result<Self> {
+        let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+        let json = std::fs::read_to_string(&file)
+            .map_err(|e| SftError::io(format!("reading {}", file.display()), e))?;
+        Self::from_json(&json)
+    }
+
+    /// The content key (hex xxh3-128 of the JSON).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Why the fast path is off for this tokenizer (`None` when it is on).
+    pub fn fast_path_disabled_reason(&self) -> Option<&str> {
+        self.fast_reason.as_deref()
+    }
+
+    fn has_added(&self, text: &str) -> bool {
+        self.added.as_ref().is_some_and(|ac| ac.is_match(text))
+    }
+
+    /// Count with the reference pipeline (`tokenizers`' `encode_fast`).
+    ///
+    /// # Errors
+    /// [`SftError::Tokenizer`] when the tokenizer fails on this text.
+    pub fn count_reference(&self, text: &str, add_special_tokens: bool) -> Result<usize> {
+        self.reference
+            .encode_fast(text, add_special_tokens)
+            .map(|e| e.len())
+            .map_err(|e| SftError::Tokenizer(e.to_string()))
+    }
+
+    /// Token ids with the reference pipeline.
+    ///
+    /// # Errors
+    /// [`SftError::Tokenizer`] when the tokenizer fails on this text.
+    pub fn encode_reference(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        self.reference
+            .encode_fast(text, add_special_tokens)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| SftError::Tokenizer(e.to_string()))
+    }
+
+    /// Exact number of tokens in `text`.
+    ///
+    /// # Errors
+    /// [`SftError::Tokenizer`] when the reference pipeline fails on this text.
+    pub fn count(&self, text: &str, add_special_tokens: bool) -> Result<usize> {
+        let Some(plan) = &self.fast else {
+            return self.count_reference(text, add_special_tokens);
+        };
+        if text.is_empty() || self.has_added(text) {
+            return self.count_reference(text, add_special_tokens);
+        }
+        let norm = plan.normalize(text);
+        if matches!(norm, std::borrow::Cow::Owned(_)) && self.has_added(&norm) {
+            return self.count_reference(text, add_special_tokens);
+        }
+        let special = if add_special_tokens { self.special_added } else { 0 };
+        Ok(LOCAL.with(|cell| {
+            let mut local = cell.borrow_mut();
+            let local = &mut *local;
+            if local.uid != self.uid {
+                local.uid = self.uid;
+                local.cache.clear();
+            }
+            let mut n = 0usize;
+            plan.splitter.for_each_piece(&norm, |piece| {
+                let bytes = piece.as_bytes();
+                if bytes.len() == 1 && plan.byte_level {
+                    n += 1;
+                    return;
+                }
+                if bytes.len() <= MAX_CACHED_PIECE {
+                    if let Some(&c) = local.cache.get(bytes) {
+                        n += c as usize;
+                        return;
+                    }
+                    let c = plan.bpe.count(piece, &mut local.scratch);
+                    if local.cache.len() >= MAX_CACHE_ENTRIES {
+                        local.cache.clear();
+                    }
+                    #[allow(clippy::cast_possible_truncation)]
+                    local.cache.insert(bytes.into(), c as u32);
+                    n += c;
+                } else {
+                    n += plan.bpe.count(piece, &mut local.scratch);
+                }
+            });
+            n + special
+        }))
+    }
+
+    /// Bounds `(lower, upper)` on the token count of `text` that hold without tokenising, or
+    /// `None` when no bound is proven for this tokenizer and text.
+    ///
+    /// Proven for byte-level BPE on text the normaliser leaves alone (no normaliser, or ASCII
+    /// text under NFC/NFKC): every token covers between 1 and `max_token_bytes` bytes, added
+    /// tokens included.
+    pub fn count_bounds(&self, text: &str) -> Option<(usize, usize)> {
+        let plan = self.fast.as_ref()?;
+        if !plan.byte_level || plan.add_prefix_space {
+            return None;
+        }
+        let identity = plan
+            .norm
+            .iter()
+            .all(|s| matches!(s, spec::NormStep::Nfc | spec::NormStep::Nfkc) && text.is_ascii());
+        if !identity {
+            return None;
+        }
+        let n = text.len();
+        let per_token = plan.max_token_bytes.max(self.max_added_bytes).max(1);
+        Some((n.div_ceil(per_token), n))
+    }
+
+    /// Count every row in parallel; `None` rows stay `None`.
+    ///
+    /// # Errors
+    /// The first row (in row order) the tokenizer fails on, as [`SftError::Tokenizer`] naming
+    /// the row, or [`SftError::Interrupted`].
+    pub fn count_batch(
+        &self,
+        texts: &[Option<&str>],
+        add_special_tokens: bool,
+    ) -> Result<Vec<Option<u32>>> {
+        let mut out = vec![None; texts.len()];
+        parallel::install(|| {
+            out.par_chunks_mut(CHUNK).zip(texts.par_chunks(CHUNK)).enumerate().try_for_each(
+                |(ci, (dst, src))| -> Result<()> {
+                    parallel::check_cancel()?;
+                    for (i, (d, t)) in dst.iter_mut().zip(src).enumerate() {
+                        if let Some(t) = t {
+                            let n = self.count(t, add_special_tokens).map_err(|e| {
+                                SftError::Tokenizer(format!("row {}: {e}", ci * CHUNK + i))
+                            })?;
+                            *d = Some(u32::try_from(n).unwrap_or(u32::MAX));
+                        }
+                    }
+                    Ok(())
+                },
+            )
+        })??;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

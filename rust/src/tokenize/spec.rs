@@ -1,0 +1,308 @@
+//! Reading `tokenizer.json` into the fast path's plan, or the reason it cannot take one.
+//!
+//! The fast path covers BPE models (byte-level like GPT-2, cl100k, Llama-3 and Qwen2, or
+//! SentencePiece-style with byte fallback like Llama-2 and Phi-3) whose normaliser is a sequence
+//! of NFC/NFKC/NFD/NFKD, Lowercase, Prepend and string Replace, and whose pre-tokeniser is none,
+//! `ByteLevel`, or `Split(regex, Isolated)` followed by `ByteLevel`. Anything else (WordPiece,
+//! Unigram, Metaspace, exotic splits) is counted by the reference `tokenizers` pipeline, so a
+//! count is always exact; [`FastPlan::build`] says why a tokenizer is not fast.
+
+use std::borrow::Cow;
+
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+use unicode_normalization_alignments::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+
+use super::bpe::{Bpe, Init};
+use super::pretok::{Splitter, GPT2_PATTERN};
+
+/// One normalisation step the fast path reproduces.
+#[derive(Debug)]
+pub enum NormStep {
+    /// Unicode NFC.
+    Nfc,
+    /// Unicode NFKC.
+    Nfkc,
+    /// Unicode NFD.
+    Nfd,
+    /// Unicode NFKD.
+    Nfkd,
+    /// Lowercase (Unicode).
+    Lowercase,
+    /// Prepend a string to non-empty text.
+    Prepend(String),
+    /// Replace every occurrence of a string.
+    Replace(String, String),
+}
+
+/// Everything the fast path needs.
+#[derive(Debug)]
+pub struct FastPlan {
+    pub(crate) norm: Vec<NormStep>,
+    pub(crate) splitter: Splitter,
+    pub(crate) add_prefix_space: bool,
+    pub(crate) bpe: Bpe,
+    /// Byte-level vocabulary (every token covers ≥ 1 byte of normalised text).
+    pub(crate) byte_level: bool,
+    /// Longest token in bytes of normalised text (for the lower bound on counts).
+    pub(crate) max_token_bytes: usize,
+}
+
+fn unsupported<T>(why: impl Into<String>) -> Result<T, String> {
+    Err(why.into())
+}
+
+fn get_bool(v: &Value, k: &str, default: bool) -> bool {
+    v.get(k).and_then(Value::as_bool).unwrap_or(default)
+}
+
+fn parse_norm(v: &Value, out: &mut Vec<NormStep>) -> Result<(), String> {
+    if v.is_null() {
+        return Ok(());
+    }
+    let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
+    match ty {
+        "Sequence" => {
+            for n in v.get("normalizers").and_then(Value::as_array).into_iter().flatten() {
+                parse_norm(n, out)?;
+            }
+        }
+        "NFC" => out.push(NormStep::Nfc),
+        "NFKC" => out.push(NormStep::Nfkc),
+        "NFD" => out.push(NormStep::Nfd),
+        "NFKD" => out.push(NormStep::Nfkd),
+        "Lowercase" => out.push(NormStep::Lowercase),
+        "Prepend" => {
+            let p = v.get("prepend").and_then(Value::as_str).ok_or("Prepend without text")?;
+            out.push(NormStep::Prepend(p.to_string()));
+        }
+        "Replace" => {
+            let Some(pat) = v.pointer("/pattern/String").and_then(Value::as_str) else {
+                return unsupported("Replace normalizer with a regex pattern");
+            };
+            let content = v.get("content").and_then(Value::as_str).unwrap_or("");
+            if pat.is_empty() {
+                return unsupported("Replace normalizer with an empty pattern");
+            }
+            out.push(NormStep::Replace(pat.to_string(), content.to_string()));
+        }
+        other => return unsupported(format!("normalizer {other}")),
+    }
+    Ok(())
+}
+
+/// (splitter, byte-level, add_prefix_space) for a pre-tokenizer.
+fn parse_pretok(v: &Value) -> Result<(Splitter, bool, bool), String> {
+    if v.is_null() {
+        return Ok((Splitter::Whole, false, false));
+    }
+    let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
+    match ty {
+        "ByteLevel" => {
+            if !get_bool(v, "use_regex", true) {
+                return Ok((Splitter::Whole, true, get_bool(v, "add_prefix_space", true)));
+            }
+            let splitter = Splitter::for_pattern(GPT2_PATTERN).map_err(|e| e.to_string())?;
+            Ok((splitter, true, get_bool(v, "add_prefix_space", true)))
+        }
+        "Sequence" => {
+            let list = v.get("pretokenizers").and_then(Value::as_array).ok_or("empty Sequence")?;
+            match list.as_slice() {
+                [one] => parse_pretok(one),
+                [split, bl]
+                    if split.get("type").and_then(Value::as_str) == Some("Split")
+                        && bl.get("type").and_then(Value::as_str) == Some("ByteLevel") =>
+                {
+                    if get_bool(bl, "use_regex", true) || get_bool(bl, "add_prefix_space", true) {
+                        return unsupported("ByteLevel with regex or prefix space after Split");
+                    }
+                    let behavior = split.get("behavior").and_then(Value::as_str).unwrap_or("");
+                    if behavior != "Isolated" || get_bool(split, "invert", false) {
+                        return unsupported(format!("Split behavior {behavior}"));
+                    }
+                    let Some(pattern) = split.pointer("/pattern/Regex").and_then(Value::as_str)
+                    else {
+                        return unsupported("Split with a string pattern");
+                    };
+                    let splitter = Splitter::for_pattern(pattern).map_err(|e| e.to_string())?;
+                    Ok((splitter, true, false))
+                }
+                _ => unsupported("pre-tokenizer sequence"),
+            }
+        }
+        other => unsupported(format!("pre-tokenizer {other}")),
+    }
+}
+
+/// The inverse of GPT-2's byte → printable-char table.
+fn byte_level_chars() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut n = 0u32;
+    for b in 0..=255u8 {
+        let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+        table[b as usize] = if printable {
+            char::from(b)
+        } else {
+            let c = char::from_u32(256 + n).unwrap_or('\0');
+            n += 1;
+            c
+        };
+    }
+    table
+}
+
+impl FastPlan {
+    /// Build the plan from a parsed `tokenizer.json`, or say why the fast path does not apply.
+    ///
+    /// # Errors
+    /// A human-readable reason (the tokenizer then uses the reference pipeline).
+    pub fn build(json: &Value) -> Result<Self, String> {
+        let model = json.get("model").ok_or("no model")?;
+        if model.get("type").and_then(Value::as_str) != Some("BPE") {
+            return unsupported(format!(
+                "model {}",
+                model.get("type").and_then(Value::as_str).unwrap_or("?")
+            ));
+        }
+        if model.get("dropout").and_then(Value::as_f64).is_some_and(|d| d != 0.0) {
+            return unsupported("BPE dropout");
+        }
+        for k in ["continuing_subword_prefix", "end_of_word_suffix"] {
+            if model.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                return unsupported(format!("BPE {k}"));
+            }
+        }
+        let mut norm = Vec::new();
+        parse_norm(json.get("normalizer").unwrap_or(&Value::Null), &mut norm)?;
+        let (splitter, byte_level, add_prefix_space) =
+            parse_pretok(json.get("pre_tokenizer").unwrap_or(&Value::Null))?;
+
+        let vocab_v = model.get("vocab").and_then(Value::as_object).ok_or("BPE without vocab")?;
+        let mut vocab: FxHashMap<&str, u32> = FxHashMap::default();
+        for (k, v) in vocab_v {
+            let id = v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or("bad vocab id")?;
+            vocab.insert(k.as_str(), id);
+        }
+        let merges_v = model.get("merges").and_then(Value::as_array).ok_or("BPE without merges")?;
+        let mut merges = Vec::with_capacity(merges_v.len());
+        for m in merges_v {
+            let (a, b): (&str, &str) = match m {
+                Value::String(s) => {
+                    let parts: Vec<&str> = s.split(' ').collect();
+                    if parts.len() != 2 {
+                        return unsupported(format!("merge {s:?}"));
+                    }
+                    (parts[0], parts[1])
+                }
+                Value::Array(p) if p.len() == 2 => {
+                    (p[0].as_str().ok_or("bad merge")?, p[1].as_str().ok_or("bad merge")?)
+                }
+                _ => return unsupported("bad merge entry"),
+            };
+            let ia = *vocab.get(a).ok_or_else(|| format!("merge token {a:?} not in vocab"))?;
+            let ib = *vocab.get(b).ok_or_else(|| format!("merge token {b:?} not in vocab"))?;
+            let joined = format!("{a}{b}");
+            let inew =
+                *vocab.get(joined.as_str()).ok_or_else(|| format!("merge {joined:?} not in vocab"))?;
+            merges.push((ia, ib, inew));
+        }
+        let unk = match model.get("unk_token").and_then(Value::as_str) {
+            Some(u) => Some(*vocab.get(u).ok_or("unk_token not in vocab")?),
+            None => None,
+        };
+        let (init, max_token_bytes) = if byte_level {
+            let chars = byte_level_chars();
+            let mut decode: FxHashMap<char, u8> = FxHashMap::default();
+            let mut table = Box::new([0u32; 256]);
+            for (b, c) in chars.iter().enumerate() {
+                #[allow(clippy::cast_possible_truncation)]
+                decode.insert(*c, b as u8);
+                let mut buf = [0u8; 4];
+                table[b] = *vocab
+                    .get(&*c.encode_utf8(&mut buf))
+                    .ok_or("byte-level vocabulary lacks a byte symbol")?;
+            }
+            let max_bytes = vocab.keys().map(|k| k.chars().count()).max().unwrap_or(1);
+            (Init::Bytes(table), max_bytes)
+        } else {
+            let mut chars = FxHashMap::default();
+            for (k, &id) in &vocab {
+                let mut it = k.chars();
+                if let (Some(c), None) = (it.next(), it.next()) {
+                    chars.insert(c, id);
+                }
+            }
+            let byte_fallback = if get_bool(model, "byte_fallback", false) {
+                let mut table = Box::new([0u32; 256]);
+                for (b, slot) in table.iter_mut().enumerate() {
+                    *slot = *vocab
+                        .get(format!("<0x{b:02X}>").as_str())
+                        .ok_or("byte_fallback without all 256 byte tokens")?;
+                }
+                Some(table)
+            } else {
+                None
+            };
+            let max_bytes = vocab.keys().map(|k| k.len()).max().unwrap_or(1);
+            let fuse_unk = get_bool(model, "fuse_unk", false);
+            (Init::Chars { chars, byte_fallback, unk, fuse_unk }, max_bytes)
+        };
+        let ignore = if get_bool(model, "ignore_merges", false) {
+            Some(vocab.iter().map(|(k, &v)| (Box::<str>::from(*k), v)).collect())
+        } else {
+            None
+        };
+        let bpe = Bpe::new(merges, init, ignore);
+        Ok(FastPlan { norm, splitter, add_prefix_space, bpe, byte_level, max_token_bytes })
+    }
+
+    /// Apply the normaliser and the `ByteLevel` prefix space.
+    pub fn normalize<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut s = Cow::Borrowed(text);
+        for step in &self.norm {
+            match step {
+                NormStep::Nfc => {
+                    if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes {
+                        continue;
+                    }
+                    s = Cow::Owned(s.nfc().map(|(c, _)| c).collect());
+                }
+                NormStep::Nfkc => {
+                    if !s.is_ascii() {
+                        s = Cow::Owned(s.nfkc().map(|(c, _)| c).collect());
+                    }
+                }
+                NormStep::Nfd => {
+                    if !s.is_ascii() {
+                        s = Cow::Owned(s.nfd().map(|(c, _)| c).collect());
+                    }
+                }
+                NormStep::Nfkd => {
+                    if !s.is_ascii() {
+                        s = Cow::Owned(s.nfkd().map(|(c, _)| c).collect());
+                    }
+                }
+                NormStep::Lowercase => {
+                    // Per char, like `NormalizedString::lowercase` (no final-sigma rule).
+                    if s.chars().any(|c| c.is_uppercase()) {
+                        s = Cow::Owned(s.chars().flat_map(char::to_lowercase).collect());
+                    }
+                }
+                NormStep::Prepend(p) => {
+                    if !s.is_empty() {
+                        s = Cow::Owned(format!("{p}{s}"));
+                    }
+                }
+                NormStep::Replace(pat, content) => {
+                    if s.contains(pat.as_str()) {
+                        s = Cow::Owned(s.replace(pat.as_str(), content));
+                    }
+                }
+            }
+        }
+        if self.add_prefix_space && !s.is_empty() && !s.starts_with(' ') {
+            s = Cow::Owned(format!(" {s}"));
+        }
+        s
+    }
+}
