@@ -12,6 +12,7 @@ every row, duplicates included.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -368,3 +369,57 @@ def test_thread_count_does_not_change_counts(corpus: Corpus) -> None:
     finally:
         sftfast.set_num_threads(0)
     assert one == two
+
+
+# Fragments that stress the pre-tokenizers and normalisers of the real tokenizers: contractions
+# (and U+017F, which case-folds to "s"), every kind of whitespace, Phi-2's whitespace added
+# tokens, Phi-3's "▁" and byte-fallback tokens, digits of many scripts, NFC-sensitive sequences,
+# emoji and the special tokens of all four tokenizers.
+EDGE_FRAGMENTS = [
+    "a", "Hello", " world", "É", "ß", "İ", "Σ", "ﬁ", "中文", "。", "한", "\u1100\u1161", "𝐀", "𠀀",
+    "0", "42", "12345", "１２３", "Ⅻ", "²", "½", "٣", "'s", "'S", "'re", "'VE", "'m", "'LL", "'d",
+    "'", "\u017f", "'\u017f", "\u2019s", " ", "  ", "   ", "\t", "\t\t", "\n", "\n\n", "\r\n", "\r",
+    "\x0b", "\x0c", "\xa0", "\u3000", "\u2028", "\x85", "\u200b", "\ufeff", "\x00", "\x7f",
+    ".", ",", "!?", "...", "->", "{", "}", "#", "\\", "\"", "`", "_", "<", ">", "▁", "▁▁",
+    "<0x41>", "😀", "👍🏽", "👨\u200d👩\u200d👧", "🇺🇸", "❤️", "e\u0301", "\u0301",
+    "A\u030a", "\u212b", "\uff21", "\ue000", "<|im_start|>", "<|im_end|>", "<|endoftext|>",
+    "<|end|>", "<|user|>", "<|assistant|>", "<s>", "</s>", "<unk>", "<|fim_prefix|>",
+]
+
+
+def _edge_texts(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(0, 24)):
+            r = rng.random()
+            if r < 0.7:
+                parts.append(rng.choice(EDGE_FRAGMENTS))
+            elif r < 0.9:
+                parts.append(chr(rng.randint(0x20, 0x2FFF)))
+            else:
+                cp = rng.choice([rng.randint(0, 0xD7FF), rng.randint(0xE000, 0x10FFFF)])
+                parts.append(chr(cp))
+        out.append("".join(parts))
+    return out
+
+
+@pytest.mark.parametrize("add_special_tokens", [False, True])
+def test_counts_match_on_generated_edge_text(pair: Pair, add_special_tokens: bool) -> None:
+    texts = _edge_texts(10_000, seed=len(pair.name))
+    got = pair.sft_counts(texts, add_special_tokens)
+    want = pair.hf_counts(texts, add_special_tokens)
+    report_mismatches(pair, texts, got, want, add_special_tokens)
+
+
+def test_ignore_merges_variant_on_real_data(corpus: Corpus) -> None:
+    """Llama-3 style: cl100k_base with ``ignore_merges: true`` (a pre-tokenizer piece that is a
+    vocab entry is one token), on a quarter of the distinct real texts."""
+    spec = json.loads((TOKENIZER_DIR / "cl100k_base" / "tokenizer.json").read_text("utf-8"))
+    spec["model"]["ignore_merges"] = True
+    hf = Tokenizer.from_str(json.dumps(spec, ensure_ascii=False))
+    pair = Pair("cl100k_base+ignore_merges", hf, sftfast.load_tokenizer(hf))
+    assert pair.tok.fast_path is True, pair.tok.fast_path_reason
+    texts = corpus.unique[::4] + ["\u00f7", "\u00c5", "caf\u00e9 \u00e9 \u00f7 \u00c5"]
+    report_mismatches(pair, texts, pair.sft_counts(texts), pair.hf_counts(texts), False)

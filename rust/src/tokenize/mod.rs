@@ -25,10 +25,10 @@ pub mod spec;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, MatchKind};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
-use tokenizers::{PostProcessor, Tokenizer};
+use tokenizers::{AddedToken, PostProcessor, Tokenizer};
 
 use crate::error::{Result, SftError};
 use crate::parallel;
@@ -52,7 +52,10 @@ pub struct Encoder {
     reference: Tokenizer,
     fast: Option<FastPlan>,
     fast_reason: Option<String>,
-    added: Option<AhoCorasick>,
+    /// Added tokens matched on raw text (`normalized: false`).
+    added_raw: AddedSet,
+    /// Added tokens matched on normalised text (`normalized: true`).
+    added_norm: AddedSet,
     special_added: usize,
     max_added_bytes: usize,
 }
@@ -78,6 +81,100 @@ thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::default());
 }
 
+fn count_pieces(plan: &FastPlan, split: &str, local: &mut Local) -> usize {
+    let mut n = 0usize;
+    plan.for_each_piece(split, |piece| {
+        let bytes = piece.as_bytes();
+        if bytes.len() == 1 && plan.byte_level {
+            n += 1;
+            return;
+        }
+        if bytes.len() <= MAX_CACHED_PIECE {
+            if let Some(&c) = local.cache.get(bytes) {
+                n += c as usize;
+                return;
+            }
+            let c = plan.bpe.count(piece, &mut local.scratch);
+            if local.cache.len() >= MAX_CACHE_ENTRIES {
+                local.cache.clear();
+            }
+            #[allow(clippy::cast_possible_truncation)]
+            local.cache.insert(bytes.into(), c as u32);
+            n += c;
+        } else {
+            n += plan.bpe.count(piece, &mut local.scratch);
+        }
+    });
+    n
+}
+
+/// A part of a split: an added token, or text between added tokens.
+enum Seg<'a> {
+    Added,
+    Text(&'a str),
+}
+
+/// Added tokens of one kind (raw or normalised), matched leftmost-longest like
+/// `tokenizers::AddedVocabulary::find_matches`, with its `lstrip`/`rstrip` whitespace rules.
+struct AddedSet {
+    matcher: Option<AhoCorasick>,
+    /// Per pattern: (lstrip, rstrip, single_word).
+    flags: Vec<(bool, bool, bool)>,
+    /// Any match sends the row to the reference path.
+    fallback_on_match: bool,
+}
+
+impl AddedSet {
+    fn new<'a>(tokens: impl Iterator<Item = &'a AddedToken>, fallback_on_match: bool) -> Result<Self> {
+        let tokens: Vec<&AddedToken> = tokens.filter(|t| !t.content.is_empty()).collect();
+        let flags = tokens.iter().map(|t| (t.lstrip, t.rstrip, t.single_word)).collect();
+        let matcher = if tokens.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(tokens.iter().map(|t| t.content.as_str()))
+                    .map_err(|e| SftError::Tokenizer(format!("cannot index added tokens: {e}")))?,
+            )
+        };
+        Ok(AddedSet { matcher, flags, fallback_on_match })
+    }
+
+    /// Feed the segments of `text` to `f`; `false` when the row needs the reference path.
+    fn split<'t>(&self, text: &'t str, f: &mut dyn FnMut(Seg<'t>)) -> bool {
+        let Some(ac) = &self.matcher else {
+            f(Seg::Text(text));
+            return true;
+        };
+        let mut offset = 0;
+        for m in ac.find_iter(text) {
+            let (lstrip, rstrip, single_word) = self.flags[m.pattern().as_usize()];
+            if self.fallback_on_match || single_word {
+                return false;
+            }
+            let mut start = m.start();
+            let mut stop = m.end();
+            if lstrip {
+                let trimmed = text[..start].trim_end_matches(char::is_whitespace).len();
+                start = trimmed.max(offset);
+            }
+            if rstrip {
+                stop = text.len() - text[stop..].trim_start_matches(char::is_whitespace).len();
+            }
+            if offset < start {
+                f(Seg::Text(&text[offset..start]));
+            }
+            f(Seg::Added);
+            offset = stop;
+        }
+        if offset < text.len() {
+            f(Seg::Text(&text[offset..]));
+        }
+        true
+    }
+}
+
 /// Content key of a `tokenizer.json`.
 pub fn content_key(json: &str) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(json.as_bytes()))
@@ -101,21 +198,15 @@ impl Encoder {
             Ok(plan) => (Some(plan), None),
             Err(why) => (None, Some(why)),
         };
-        let mut contents: Vec<String> = reference
-            .get_added_tokens_decoder()
-            .into_values()
-            .map(|t| t.content)
-            .filter(|c| !c.is_empty())
-            .collect();
-        contents.sort();
-        let max_added_bytes = contents.iter().map(String::len).max().unwrap_or(0);
-        let added = if contents.is_empty() {
-            None
-        } else {
-            Some(AhoCorasick::new(&contents).map_err(|e| {
-                SftError::Tokenizer(format!("cannot index added tokens: {e}"))
-            })?)
-        };
+        let mut tokens: Vec<AddedToken> =
+            reference.get_added_tokens_decoder().into_values().collect();
+        tokens.sort_by(|a, b| a.content.cmp(&b.content));
+        let max_added_bytes = tokens.iter().map(|t| t.content.len()).max().unwrap_or(0);
+        // With a normaliser, `normalized: true` tokens match their normalised form; we do not
+        // re-derive it and send such rows to the reference path instead.
+        let has_norm = fast.as_ref().is_some_and(|p| !p.norm.is_empty());
+        let added_raw = AddedSet::new(tokens.iter().filter(|t| !t.normalized), false)?;
+        let added_norm = AddedSet::new(tokens.iter().filter(|t| t.normalized), has_norm)?;
         let special_added =
             reference.get_post_processor().map_or(0, |p| p.added_tokens(false));
         Ok(Encoder {
@@ -124,7 +215,8 @@ impl Encoder {
             reference,
             fast,
             fast_reason,
-            added,
+            added_raw,
+            added_norm,
             special_added,
             max_added_bytes,
         })
@@ -151,9 +243,6 @@ impl Encoder {
         self.fast_reason.as_deref()
     }
 
-    fn has_added(&self, text: &str) -> bool {
-        self.added.as_ref().is_some_and(|ac| ac.is_match(text))
-    }
 
     /// Count with the reference pipeline (`tokenizers`' `encode_fast`).
     ///
@@ -185,46 +274,42 @@ impl Encoder {
         let Some(plan) = &self.fast else {
             return self.count_reference(text, add_special_tokens);
         };
-        if text.is_empty() || self.has_added(text) {
-            return self.count_reference(text, add_special_tokens);
-        }
-        let norm = plan.normalize(text);
-        if matches!(norm, std::borrow::Cow::Owned(_)) && self.has_added(&norm) {
+        if text.is_empty() {
             return self.count_reference(text, add_special_tokens);
         }
         let special = if add_special_tokens { self.special_added } else { 0 };
-        Ok(LOCAL.with(|cell| {
+        let fast = LOCAL.with(|cell| {
             let mut local = cell.borrow_mut();
             let local = &mut *local;
             if local.uid != self.uid {
                 local.uid = self.uid;
                 local.cache.clear();
             }
-            let mut n = 0usize;
-            plan.splitter.for_each_piece(&norm, |piece| {
-                let bytes = piece.as_bytes();
-                if bytes.len() == 1 && plan.byte_level {
-                    n += 1;
-                    return;
-                }
-                if bytes.len() <= MAX_CACHED_PIECE {
-                    if let Some(&c) = local.cache.get(bytes) {
-                        n += c as usize;
-                        return;
-                    }
-                    let c = plan.bpe.count(piece, &mut local.scratch);
-                    if local.cache.len() >= MAX_CACHE_ENTRIES {
-                        local.cache.clear();
-                    }
-                    #[allow(clippy::cast_possible_truncation)]
-                    local.cache.insert(bytes.into(), c as u32);
-                    n += c;
-                } else {
-                    n += plan.bpe.count(piece, &mut local.scratch);
-                }
-            });
-            n + special
-        }))
+            self.count_fast(plan, text, local)
+        });
+        match fast {
+            Some(n) => Ok(n + special),
+            None => self.count_reference(text, add_special_tokens),
+        }
+    }
+
+    /// The fast pipeline: added tokens on raw text, normalise each remaining split, added tokens
+    /// on normalised text, then pieces. `None` when a row needs the reference path.
+    fn count_fast(&self, plan: &FastPlan, text: &str, local: &mut Local) -> Option<usize> {
+        let mut n = 0usize;
+        let mut ok = true;
+        self.added_raw.split(text, &mut |seg| match seg {
+            Seg::Added => n += 1,
+            Seg::Text(t) => {
+                let norm = plan.normalize(t);
+                ok &= self.added_norm.split(&norm, &mut |seg2| match seg2 {
+                    Seg::Added => n += 1,
+                    Seg::Text(t2) => n += count_pieces(plan, t2, local),
+                });
+            }
+        })
+        .then_some(())?;
+        ok.then_some(n)
     }
 
     /// Bounds `(lower, upper)` on the token count of `text` that hold without tokenising, or
@@ -235,7 +320,10 @@ impl Encoder {
     /// tokens included.
     pub fn count_bounds(&self, text: &str) -> Option<(usize, usize)> {
         let plan = self.fast.as_ref()?;
-        if !plan.byte_level || plan.add_prefix_space {
+        // Tokens that absorb neighbouring whitespace (lstrip/rstrip) can cover more bytes than
+        // their text, which would break the lower bound.
+        let strips = self.added_raw.flags.iter().chain(&self.added_norm.flags).any(|f| f.0 || f.1);
+        if !plan.byte_level || plan.add_prefix_space || strips {
             return None;
         }
         let identity = plan

@@ -44,6 +44,10 @@ pub enum Splitter {
     Regex(SysRegex),
     /// No pre-tokeniser: the whole (normalised) text is one piece.
     Whole,
+    /// No pre-tokeniser, but the vocabulary proves that no token holds `c` after another char
+    /// (SentencePiece vocabularies with `▁`): merges cannot cross the point before a run of `c`
+    /// that follows another char, so cutting there gives the same tokens as the whole text.
+    BeforeRunOf(char),
 }
 
 impl std::fmt::Debug for Splitter {
@@ -53,6 +57,7 @@ impl std::fmt::Debug for Splitter {
             Splitter::Gpt2 => write!(f, "Gpt2"),
             Splitter::Regex(_) => write!(f, "Regex"),
             Splitter::Whole => write!(f, "Whole"),
+            Splitter::BeforeRunOf(c) => write!(f, "BeforeRunOf({c:?})"),
         }
     }
 }
@@ -83,6 +88,18 @@ impl Splitter {
         }
         match self {
             Splitter::Whole => f(text),
+            Splitter::BeforeRunOf(c) => {
+                let mut start = 0;
+                let mut prev: Option<char> = None;
+                for (i, ch) in text.char_indices() {
+                    if ch == *c && prev.is_some_and(|p| p != *c) {
+                        f(&text[start..i]);
+                        start = i;
+                    }
+                    prev = Some(ch);
+                }
+                f(&text[start..]);
+            }
             Splitter::Cl100kLike { max_digits } => {
                 let b = text.as_bytes();
                 let mut i = 0;

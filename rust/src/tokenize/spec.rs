@@ -134,6 +134,16 @@ fn parse_pretok(v: &Value) -> Result<(Splitter, bool, bool), String> {
     }
 }
 
+const METASPACE: char = '\u{2581}';
+
+/// Whether `▁` is a token and no token holds `▁` after another char (`^▁*[^▁]*$`), which makes
+/// the point before a `▁` run a boundary no merge can cross.
+fn metaspace_safe(vocab: &FxHashMap<&str, u32>) -> bool {
+    let mut buf = [0u8; 4];
+    vocab.contains_key(&*METASPACE.encode_utf8(&mut buf))
+        && vocab.keys().all(|k| !k.trim_start_matches(METASPACE).contains(METASPACE))
+}
+
 /// The inverse of GPT-2's byte → printable-char table.
 fn byte_level_chars() -> [char; 256] {
     let mut table = ['\0'; 256];
@@ -212,11 +222,8 @@ impl FastPlan {
         };
         let (init, max_token_bytes) = if byte_level {
             let chars = byte_level_chars();
-            let mut decode: FxHashMap<char, u8> = FxHashMap::default();
             let mut table = Box::new([0u32; 256]);
             for (b, c) in chars.iter().enumerate() {
-                #[allow(clippy::cast_possible_truncation)]
-                decode.insert(*c, b as u8);
                 let mut buf = [0u8; 4];
                 table[b] = *vocab
                     .get(&*c.encode_utf8(&mut buf))
@@ -248,15 +255,40 @@ impl FastPlan {
             (Init::Chars { chars, byte_fallback, unk, fuse_unk }, max_bytes)
         };
         let ignore = if get_bool(model, "ignore_merges", false) {
-            Some(vocab.iter().map(|(k, &v)| (Box::<str>::from(*k), v)).collect())
+            let decode: FxHashMap<char, u8> = byte_level_chars()
+                .iter()
+                .enumerate()
+                .map(|(b, c)| (*c, u8::try_from(b).unwrap_or(0)))
+                .collect();
+            let mut map: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
+            for (k, &id) in &vocab {
+                if byte_level {
+                    // Keys that are not in the byte alphabet can never match a piece.
+                    let raw: Option<Vec<u8>> = k.chars().map(|c| decode.get(&c).copied()).collect();
+                    if let Some(raw) = raw {
+                        map.insert(raw.into(), id);
+                    }
+                } else {
+                    map.insert(k.as_bytes().into(), id);
+                }
+            }
+            Some(map)
         } else {
             None
         };
+        // `ignore_merges` looks the whole piece up in the vocabulary, so pieces must stay whole.
+        let whole_lookup = ignore.is_some();
         let bpe = Bpe::new(merges, init, ignore);
+        let splitter = match splitter {
+            Splitter::Whole if !byte_level && !whole_lookup && metaspace_safe(&vocab) => {
+                Splitter::BeforeRunOf(METASPACE)
+            }
+            other => other,
+        };
         Ok(FastPlan { norm, splitter, add_prefix_space, bpe, byte_level, max_token_bytes })
     }
 
-    /// Apply the normaliser and the `ByteLevel` prefix space.
+    /// Apply the normaliser.
     pub fn normalize<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut s = Cow::Borrowed(text);
         for step in &self.norm {
@@ -300,9 +332,17 @@ impl FastPlan {
                 }
             }
         }
-        if self.add_prefix_space && !s.is_empty() && !s.starts_with(' ') {
-            s = Cow::Owned(format!(" {s}"));
-        }
         s
+    }
+
+    /// Call `f` on each piece of one normalised split (adding the `ByteLevel` prefix space).
+    pub fn for_each_piece<'a>(&self, split: &'a str, f: impl FnMut(&str)) {
+        if self.add_prefix_space && !split.is_empty() && !split.starts_with(' ') {
+            let owned = format!(" {split}");
+            let mut f = f;
+            self.splitter.for_each_piece(&owned, |p| f(p));
+        } else {
+            self.splitter.for_each_piece(split, f);
+        }
     }
 }
