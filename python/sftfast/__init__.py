@@ -13,7 +13,7 @@ import polars as pl
 
 from sftfast import _native
 from sftfast import expr as _expr  # registers the `sft` namespace
-from sftfast.demo import demo_frame, demo_tokenizer
+from sftfast.demo import demo_frame, demo_tokenizer, demo_tokenizer_json
 from sftfast.exceptions import (
     ConfigError,
     FileError,
@@ -43,6 +43,7 @@ __all__ = [
     "count_tokens",
     "demo_frame",
     "demo_tokenizer",
+    "demo_tokenizer_json",
     "get_num_threads",
     "length_filter",
     "length_reason",

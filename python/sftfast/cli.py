@@ -21,7 +21,8 @@ import polars as pl
 from sftfast import _native
 from sftfast.exceptions import ConfigError, SftfastError
 from sftfast.filter import REASON, FilterStats, normalize_fields
-from sftfast.io import ROW, SOURCE, scan_inputs
+from sftfast.io import ROW, SOURCE, ScanResult, scan_inputs
+from sftfast.tokenizer import Tokenizer
 
 __all__ = ["main"]
 
@@ -92,10 +93,10 @@ def _count_rows(paths: Sequence[str]) -> int | None:
         return sum(
             pl.scan_parquet(p).select(pl.len()).collect().item()
             if p.endswith(".parquet")
-            else sum(1 for _ in open(p, "rb"))  # noqa: SIM115 - line count, streaming
+            else _native.count_lines(p)
             for p in paths
         )
-    except (OSError, pl.exceptions.PolarsError):
+    except (OSError, SftfastError, pl.exceptions.PolarsError):
         return None
 
 
@@ -107,6 +108,16 @@ def run_filter(args: argparse.Namespace) -> FilterStats:
         sftfast.set_num_threads(args.threads)
     tok = sftfast.load_tokenizer(args.tokenizer)
     scanned = scan_inputs(args.inputs, strict=args.strict)
+    try:
+        return _filter_scanned(args, tok, scanned)
+    finally:
+        if scanned.tempdir is not None:
+            scanned.tempdir.cleanup()
+
+
+def _filter_scanned(args: argparse.Namespace, tok: Tokenizer, scanned: ScanResult) -> FilterStats:
+    import sftfast
+
     lf = scanned.frame
     schema = lf.collect_schema()
     fields = dict(map(_parse_field, args.field)) if args.field else _default_fields(schema)
@@ -130,7 +141,7 @@ def run_filter(args: argparse.Namespace) -> FilterStats:
         tmp_out = Path(tmp) / "kept.parquet"
         m.filter(pl.col(REASON).is_null()).drop(REASON, SOURCE, ROW).sink_parquet(tmp_out)
         os.replace(tmp_out, out)  # atomic: a crash never leaves a half-written output
-        counts = m.group_by(REASON).len().collect()
+        counts = m.group_by(REASON).len().sort(REASON).collect()
         if args.rejects:
             rejected = m.filter(pl.col(REASON).is_not_null())
             if scanned.bad_rows:

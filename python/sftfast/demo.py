@@ -9,7 +9,7 @@ import polars as pl
 from sftfast import _native
 from sftfast.tokenizer import Tokenizer
 
-__all__ = ["demo_frame", "demo_tokenizer"]
+__all__ = ["demo_frame", "demo_tokenizer", "demo_tokenizer_json"]
 
 
 def demo_frame(n: int = 20_000, *, seed: int = 0) -> pl.DataFrame:
@@ -24,6 +24,13 @@ def demo_frame(n: int = 20_000, *, seed: int = 0) -> pl.DataFrame:
 
 
 @functools.cache
+def demo_tokenizer_json(vocab_size: int = 2000) -> str:
+    """The ``tokenizer.json`` text of :func:`demo_tokenizer` (write it to a file for the CLI)."""
+    sample = demo_frame(3000, seed=12345)
+    texts = pl.concat([sample["question"], sample["answer"].drop_nulls()])
+    return str(_native.train_demo_tokenizer(texts, vocab_size=vocab_size))
+
+
 def demo_tokenizer(vocab_size: int = 2000) -> Tokenizer:
     """A byte-level BPE (Qwen2 layout) trained in-process on demo text; cached per process.
 
@@ -31,6 +38,4 @@ def demo_tokenizer(vocab_size: int = 2000) -> Tokenizer:
     >>> sftfast.demo_tokenizer().fast_path
     True
     """
-    sample = demo_frame(3000, seed=12345)
-    texts = pl.concat([sample["question"], sample["answer"].drop_nulls()])
-    return Tokenizer.from_json(_native.train_demo_tokenizer(texts, vocab_size=vocab_size))
+    return Tokenizer.from_json(demo_tokenizer_json(vocab_size))

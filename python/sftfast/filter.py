@@ -137,7 +137,7 @@ def length_filter(
     dropped_mask = pl.col(REASON).is_not_null()
     kept = marked.filter(~dropped_mask).drop(ROW, REASON)
     rejected = marked.filter(dropped_mask)
-    counts = rejected.group_by(REASON).len()
+    counts = rejected.group_by(REASON).len().sort(REASON)
     dropped = dict(zip(counts[REASON].to_list(), counts["len"].to_list(), strict=True))
     stats = FilterStats(rows_in=marked.height, rows_kept=kept.height, dropped=dropped)
     return LengthFilterResult(kept=kept, rejected=rejected, stats=stats)

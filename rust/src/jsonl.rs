@@ -117,3 +117,23 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// Number of lines in a file (a last line without `\n` counts), read in 1 MiB blocks.
+///
+/// # Errors
+/// [`SftError::Io`] naming the file.
+pub fn count_lines(path: &Path) -> Result<usize> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| SftError::io(format!("opening {}", path.display()), e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut lines, mut last) = (0usize, b'\n');
+    loop {
+        let n = f.read(&mut buf).map_err(|e| SftError::io(format!("reading {}", path.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+        last = buf[n - 1];
+    }
+    Ok(lines + usize::from(last != b'\n'))
+}

@@ -137,6 +137,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(demo_rows, m)?)?;
     m.add_function(wrap_pyfunction!(train_demo_tokenizer, m)?)?;
     m.add_function(wrap_pyfunction!(split_jsonl, m)?)?;
+    m.add_function(wrap_pyfunction!(count_lines, m)?)?;
     Ok(())
 }
 
@@ -152,4 +153,10 @@ pub(crate) fn split_jsonl(
         let bad = crate::jsonl::split_jsonl(&path, good_out.as_deref())?;
         Ok(bad.into_iter().map(|b| (b.line, b.reason)).collect())
     })
+}
+
+/// Number of lines in a file.
+#[pyfunction]
+pub(crate) fn count_lines(py: Python<'_>, path: PathBuf) -> PyResult<usize> {
+    run_detached(py, move || crate::jsonl::count_lines(&path))
 }

@@ -1,0 +1,65 @@
+"""The sftfast command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import sftfast
+from sftfast.cli import main
+
+
+def test_demo_runs_offline(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--rows", "3000"]) == 0
+    out = capsys.readouterr().out
+    assert "rows kept" in out and "dropped" in out
+
+
+def test_filter_jsonl_with_a_broken_line(tmp_path: Path, tok_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    df = sftfast.demo_frame(500, seed=2)
+    src = tmp_path / "data.jsonl"
+    df.write_ndjson(src)
+    with src.open("ab") as fh:
+        fh.write(b'{"question": "unterminated\n')
+        fh.write(b'{"question": "bad \xff byte", "answer": "x"}\n')
+    out, rej = tmp_path / "kept.parquet", tmp_path / "rej.parquet"
+    code = main(["filter", str(src), "--tokenizer", str(tok_path), "--field", "question:2:64",
+                 "--field", "answer:4:", "--max-total", "1000", "--out", str(out),
+                 "--rejects", str(rej), "--quiet"])
+    assert code == 0
+    kept, rejected = pl.read_parquet(out), pl.read_parquet(rej)
+    assert kept.height + rejected.height == df.height + 2
+    reasons = rejected["sft_drop_reason"].to_list()
+    assert sum(r.startswith("invalid_json") for r in reasons) == 1
+    assert sum(r == "invalid_utf8" for r in reasons) == 1
+    assert set(kept.columns) == set(df.columns)
+
+    code = main(["filter", str(src), "--tokenizer", str(tok_path), "--out", str(out), "--strict"])
+    assert code == 2
+    assert f"line {df.height + 1}" in capsys.readouterr().err
+
+
+def test_filter_parquet_csv_and_json_array(tmp_path: Path, tok_path: Path) -> None:
+    df = sftfast.demo_frame(300, seed=4).drop("id")
+    paths = [tmp_path / "a.parquet", tmp_path / "b.csv", tmp_path / "c.json"]
+    df.write_parquet(paths[0])
+    df.write_csv(paths[1])
+    df.write_json(paths[2])
+    out = tmp_path / "kept.parquet"
+    assert main(["filter", *map(str, paths), "--tokenizer", str(tok_path), "--out", str(out),
+                 "--quiet"]) == 0
+    kept = pl.read_parquet(out)
+    single = sftfast.length_filter(df, fields={"question": None, "answer": None},
+                                   tokenizer=sftfast.load_tokenizer(tok_path))
+    assert kept.height == 3 * single.kept.height
+
+
+def test_entry_point_help() -> None:
+    proc = subprocess.run([sys.executable, "-m", "sftfast.cli", "filter", "--help"],
+                          capture_output=True, text=True, check=True)
+    assert "--max-total" in proc.stdout
