@@ -53,11 +53,8 @@ def strings(obj) -> list[str]:
     """Every string value, recursively (nested conversations, one-element list wrappers, ...)."""
     if isinstance(obj, str):
         return [obj]
-    if isinstance(obj, dict):
-        obj = obj.values()
-    if isinstance(obj, (list, tuple, type({}.values()))):
-        return [s for item in obj for s in strings(item)]
-    return []
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else []
+    return [s for item in items for s in strings(item)]
 
 
 def build_corpus(folders: list[str]) -> list[str]:
@@ -113,11 +110,12 @@ def worker(tool: str, tok_path: str, corpus_file: str, threads: int, repeats: in
         first = counts if first is None else first
         runs.append({"cpu": cpu, "wall": wall, "same_as_first": counts == first})
     Path(counts_out).write_bytes(first.tobytes())
-    print(json.dumps({"runs": runs, "threads_seen": threads}))
+    print(json.dumps({"runs": runs}))
 
 
 # ----------------------------------------------------------------------------- driver
-def run_worker(tool, tok_path, corpus_file, threads, repeats, tmp: Path) -> tuple[dict, array]:
+def run_worker(tool: str, tok_path: str, corpus_file: Path, threads: int, repeats: int,
+               tmp: Path) -> tuple[list[dict], array]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("FASTOKENS_INPUT_CACHE", "FASTOKENS_SEGMENT_CACHE")}  # caches off
     env.update(RAYON_NUM_THREADS=str(threads), FASTOKENS_BPE_THREADS=str(threads),
@@ -131,7 +129,7 @@ def run_worker(tool, tok_path, corpus_file, threads, repeats, tmp: Path) -> tupl
         sys.exit(f"worker failed: {shlex.join(cmd)}\n{proc.stderr[-3000:]}")
     counts = array("I")
     counts.frombytes(counts_out.read_bytes())
-    return json.loads(proc.stdout.strip().splitlines()[-1]), counts
+    return json.loads(proc.stdout.strip().splitlines()[-1])["runs"], counts
 
 
 def compare(counts: array, ref: array, texts: list[str], label: str, mismatches: list) -> str:
@@ -148,6 +146,36 @@ def compare(counts: array, ref: array, texts: list[str], label: str, mismatches:
 
 def fmt(x: float) -> str:
     return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def bench_config(tok_name: str, corpus: str, texts: list[str], mb: float, threads: int,
+                 repeats: int, tmp: Path, mismatches: list[str]) -> list[str]:
+    """All tools on one tokenizer x corpus x thread count; returns the table rows."""
+    tok_path = str(DATA / "tokenizers" / tok_name / "tokenizer.json")
+    label = f"{tok_name}/{corpus}/{threads}t"
+    res, counts = {}, {}
+    for tool in TOOLS:
+        print(f"[{time.strftime('%H:%M:%S')}] {label} {tool}", file=sys.stderr, flush=True)
+        runs, counts[tool] = run_worker(tool, tok_path, tmp / f"{corpus}.json", threads,
+                                        repeats, tmp)
+        res[tool] = (mb / statistics.median(r["cpu"] for r in runs[1:]),
+                     mb / statistics.median(r["wall"] for r in runs[1:]))
+        if tool == "sftfast":
+            res["sftfast (cold)"] = (mb / runs[0]["cpu"], mb / runs[0]["wall"])
+        if not all(r["same_as_first"] for r in runs):
+            mismatches.append(f"- {label} {tool}: counts changed between repeats in one process")
+    same = {tool: compare(counts[tool], counts["hf"], texts, f"{label} {tool}", mismatches)
+            for tool in ("sftfast", "fastokens")}
+    same.update({"hf": "reference", "sftfast (cold)": same["sftfast"]})
+    rows = []
+    for tool in ["sftfast", "sftfast (cold)", "hf", "fastokens"]:
+        cpu, wall = res[tool]
+        ours = tool.startswith("sftfast")
+        r_hf = fmt(cpu / res["hf"][0]) if ours else ""
+        r_ft = fmt(cpu / res["fastokens"][0]) if ours else ""
+        rows.append(f"| {tok_name} | {corpus} | {threads} | {tool} | {fmt(cpu)} | {fmt(wall)} "
+                    f"| {r_hf} | {r_ft} | {same[tool]} |")
+    return rows
 
 
 def main() -> None:
@@ -169,7 +197,7 @@ def main() -> None:
                  "This benchmark needs the real SFT corpora and tokenizer fixtures there.")
     if args.quick:
         args.repeats, args.tokenizers = 1, args.tokenizers[:1]
-    out = args.out or REPO / "benches/results" / ("tokenize-quick.md" if args.quick else "tokenize.md")
+    out = args.out or REPO / "benches/results" / f"tokenize{'-quick' if args.quick else ''}.md"
 
     import fastokens  # noqa: F401  (fail early, before minutes of work)
     import sftfast
@@ -180,7 +208,7 @@ def main() -> None:
             f"{_version('fastokens')}, Python {platform.python_version()}, {os.cpu_count()} CPUs "
             f"({platform.processor() or platform.machine()}), load average at start "
             f"{os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}", ""]
-    rows, mismatches = [], []
+    mismatches: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench_tokenize-") as tmpdir:
         tmp = Path(tmpdir)
         corpora = {}
@@ -194,42 +222,18 @@ def main() -> None:
         head += ["", f"Median of {args.repeats} timed run(s) after 1 warm-up, each (tool, threads) "
                  "in its own subprocess. Ratios use MB/CPU-s. `sftfast (cold)` = the warm-up "
                  "call, i.e. the first call in a fresh process (empty piece cache); its ratios "
-                 "are against the peers' medians. Counts are compared row by row with HF.", ""]
+                 "are against the peers' medians. sftfast is timed on a `pl.Series` (its native "
+                 "input; list -> Series conversion untimed), HF and fastokens on a `list[str]`. "
+                 "Counts are compared row by row with HF.", ""]
         table = ["| tokenizer | corpus | threads | tool | MB/CPU-s | MB/s wall | sftfast/HF "
                  "| sftfast/fastokens | counts identical |", "|" + "---|" * 9]
         for tok_name in args.tokenizers:
-            tok_path = str(DATA / "tokenizers" / tok_name / "tokenizer.json")
             for corpus, (texts, mb) in corpora.items():
                 for threads in args.threads:
-                    res, counts = {}, {}
-                    for tool in TOOLS:
-                        print(f"[{time.strftime('%H:%M:%S')}] {tok_name} {corpus} "
-                              f"threads={threads} {tool}", file=sys.stderr, flush=True)
-                        out_json, counts[tool] = run_worker(tool, tok_path, tmp / f"{corpus}.json",
-                                                            threads, args.repeats, tmp)
-                        runs = out_json["runs"]
-                        timed = runs[1:]
-                        res[tool] = (mb / statistics.median(r["cpu"] for r in timed),
-                                     mb / statistics.median(r["wall"] for r in timed))
-                        if tool == "sftfast":
-                            res["sftfast (cold)"] = (mb / runs[0]["cpu"], mb / runs[0]["wall"])
-                        if not all(r["same_as_first"] for r in runs):
-                            mismatches.append(f"- {tok_name}/{corpus}/{threads}t {tool}: counts "
-                                              "changed between repeats in one process")
-                    label = f"{tok_name}/{corpus}/{threads}t"
-                    same = {"hf": "reference",
-                            "sftfast": compare(counts["sftfast"], counts["hf"], texts,
-                                               f"{label} sftfast", mismatches),
-                            "fastokens": compare(counts["fastokens"], counts["hf"], texts,
-                                                 f"{label} fastokens", mismatches)}
-                    same["sftfast (cold)"] = same["sftfast"]
-                    for tool in ["sftfast", "sftfast (cold)", "hf", "fastokens"]:
-                        cpu, wall = res[tool]
-                        r_hf = fmt(cpu / res["hf"][0]) if tool.startswith("sftfast") else ""
-                        r_ft = fmt(cpu / res["fastokens"][0]) if tool.startswith("sftfast") else ""
-                        table.append(f"| {tok_name} | {corpus} | {threads} | {tool} | {fmt(cpu)} "
-                                     f"| {fmt(wall)} | {r_hf} | {r_ft} | {same[tool]} |")
+                    table += bench_config(tok_name, corpus, texts, mb, threads, args.repeats,
+                                          tmp, mismatches)
                     print("\n".join(table[-4:]), file=sys.stderr, flush=True)
+    head[2] += f", load average at end {os.getloadavg()[0]:.2f}"
     text = "\n".join(head + table + ["", "Mismatches:", ""] + (mismatches or ["- none"])) + "\n"
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
