@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["sftfast", "sftfast.expr", "sftfast.filter", "sftfast.tokenizer", "sftfast.demo"]
+MODULES = ["sftfast", "sftfast.expr", "sftfast.filter", "sftfast.tokenizer", "sftfast.demo", "sftfast.io"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -25,6 +25,7 @@ from sftfast.exceptions import (
 )
 from sftfast.expr import length_reason, token_count
 from sftfast.filter import FilterStats, LengthFilterResult, length_filter
+from sftfast.io import scan_jsonl
 from sftfast.tokenizer import Tokenizer, load_tokenizer
 
 __version__: str = _native.__version__
@@ -47,6 +48,7 @@ __all__ = [
     "get_num_threads",
     "length_filter",
     "length_reason",
+    "scan_jsonl",
     "load_tokenizer",
     "set_num_threads",
     "token_count",

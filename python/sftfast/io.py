@@ -7,16 +7,19 @@ first one instead). Every frame gets ``sft_source`` (file) and ``sft_row`` (0-ba
 
 from __future__ import annotations
 
+import io
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from sftfast import _native
 from sftfast.exceptions import InputError
 
-__all__ = ["BadRow", "ScanResult", "scan_inputs"]
+__all__ = ["BadRow", "ScanResult", "scan_inputs", "scan_jsonl"]
 
 SOURCE = "sft_source"
 ROW = "sft_row"
@@ -38,6 +41,65 @@ class ScanResult:
     frame: pl.LazyFrame
     bad_rows: list[BadRow] = field(default_factory=list)
     tempdir: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _blocks(path: Path, block_bytes: int) -> Iterator[bytes]:
+    """Whole lines of ``path`` in blocks of about ``block_bytes`` (one block in memory)."""
+    with path.open("rb") as fh:
+        tail = b""
+        while chunk := fh.read(block_bytes):
+            buf = tail + chunk
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                tail = buf
+                continue
+            tail = buf[cut:]
+            yield buf[:cut]
+        if tail.strip():
+            yield tail
+
+
+def scan_jsonl(
+    path: str | Path, *, block_bytes: int = 32 << 20, infer_schema_bytes: int = 8 << 20
+) -> pl.LazyFrame:
+    r"""Scan a JSON Lines file with memory bounded by ``block_bytes``, not by the file size.
+
+    ``pl.scan_ndjson`` memory-maps the whole file, so its resident set grows with the file
+    (file-backed pages). This source reads blocks of whole lines, parses each with Polars and
+    hands the frames to the streaming engine. The schema is inferred from the first
+    ``infer_schema_bytes`` of the file; later rows are read with it (missing fields are null).
+
+    >>> import sftfast, tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.jsonl"
+    >>> _ = p.write_text('{"a": "x"}\n{"a": "y", "b": 1}\n')
+    >>> sftfast.scan_jsonl(p).collect().to_dicts()
+    [{'a': 'x', 'b': None}, {'a': 'y', 'b': 1}]
+    """
+    path = Path(path)
+    head = next(_blocks(path, infer_schema_bytes), b"")
+    schema = pl.read_ndjson(io.BytesIO(head), infer_schema_length=None).schema if head else {}
+
+    def source(
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        left = n_rows
+        for block in _blocks(path, block_bytes):
+            df = pl.read_ndjson(io.BytesIO(block), schema=schema)
+            if with_columns is not None:
+                df = df.select(with_columns)
+            if predicate is not None:
+                df = df.filter(predicate)
+            if left is not None:
+                df = df.head(left)
+                left -= df.height
+            yield df
+            if left is not None and left <= 0:
+                return
+
+    return register_io_source(source, schema=schema)
 
 
 def _kind(path: Path) -> str:
@@ -66,7 +128,7 @@ def _scan_one(path: Path, kind: str, *, strict: bool, result: ScanResult) -> pl.
         # Validate eagerly so a bad line deep in the file is caught before a long run starts.
         bad = _native.split_jsonl(str(path))
         if not bad:
-            return pl.scan_ndjson(path, infer_schema_length=10_000)
+            return scan_jsonl(path)
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: cannot read as {kind}: {exc}") from exc
     line, reason = bad[0]
@@ -77,7 +139,7 @@ def _scan_one(path: Path, kind: str, *, strict: bool, result: ScanResult) -> pl.
     clean = Path(result.tempdir.name) / f"{len(result.bad_rows)}-{path.name}.jsonl"
     bad = _native.split_jsonl(str(path), str(clean))
     result.bad_rows.extend(BadRow(str(path), ln, why) for ln, why in bad)
-    return pl.scan_ndjson(clean, infer_schema_length=10_000)
+    return scan_jsonl(clean)
 
 
 def scan_inputs(paths: list[str | Path], *, strict: bool = False) -> ScanResult:

@@ -20,6 +20,9 @@ use rustc_hash::FxHashMap;
 pub struct Bpe {
     /// (left id, right id) → (rank, merged id).
     merges: FxHashMap<u64, (u32, u32)>,
+    /// The same for pairs of ids below 256 (every initial pair of a byte-level word), indexed
+    /// `a << 8 | b`; rank `u32::MAX` = no merge. An array read instead of a hash probe.
+    small: Box<[(u32, u32)]>,
     init: Init,
     /// With `ignore_merges`: whole-word vocabulary keyed by the word's raw bytes (byte-level
     /// keys decoded from GPT-2's byte → char spelling).
@@ -54,6 +57,16 @@ fn key(a: u32, b: u32) -> u64 {
 }
 
 impl Bpe {
+    /// (rank, merged id) of the pair, or `None`.
+    #[inline]
+    fn merge_of(&self, a: u32, b: u32) -> Option<(u32, u32)> {
+        if a < 256 && b < 256 {
+            let v = self.small[((a << 8) | b) as usize];
+            return (v.0 != u32::MAX).then_some(v);
+        }
+        self.merges.get(&key(a, b)).copied()
+    }
+
     /// Build from merges given as id pairs in rank order (later duplicates win, like the
     /// reference, which collects them into a map).
     pub fn new(
@@ -66,7 +79,17 @@ impl Bpe {
             #[allow(clippy::cast_possible_truncation)]
             map.insert(key(a, b), (rank as u32, new_id));
         }
-        Bpe { merges: map, init, ignore_merges_vocab }
+        let mut small = vec![(u32::MAX, 0u32); 1 << 16].into_boxed_slice();
+        for (&k, &v) in &map {
+            let (a, b) = (k >> 32, k & 0xffff_ffff);
+            if a < 256 && b < 256 {
+                #[allow(clippy::cast_possible_truncation)]
+                {
+                    small[((a << 8) | b) as usize] = v;
+                }
+            }
+        }
+        Bpe { merges: map, small, init, ignore_merges_vocab }
     }
 
     /// Initial symbols of `word` appended to `out`.
@@ -124,7 +147,7 @@ impl Bpe {
             return;
         }
         if n <= SCAN_MAX && !scratch.force_heap {
-            self.merge_scan(syms, &mut scratch.ranks);
+            self.merge_scan(syms, &mut scratch.ranks, &mut scratch.ids);
             out.extend_from_slice(syms);
             return;
         }
@@ -142,22 +165,25 @@ impl Bpe {
         heap.clear();
         #[allow(clippy::cast_possible_truncation)]
         for i in 0..n - 1 {
-            if let Some(&(rank, new_id)) = self.merges.get(&key(syms[i], syms[i + 1])) {
-                heap.push(Reverse((rank, i as u32, new_id)));
+            if let Some((rank, _)) = self.merge_of(syms[i], syms[i + 1]) {
+                heap.push(Reverse(u64::from(rank) << 32 | i as u64));
             }
         }
         const DEAD: u32 = u32::MAX;
-        while let Some(Reverse((_rank, pos, new_id))) = heap.pop() {
-            let pos = pos as usize;
+        while let Some(Reverse(entry)) = heap.pop() {
+            #[allow(clippy::cast_possible_truncation)]
+            let (rank, pos) = ((entry >> 32) as u32, (entry & 0xffff_ffff) as usize);
             if syms[pos] == DEAD || next[pos] < 0 {
                 continue;
             }
             #[allow(clippy::cast_sign_loss)]
             let right = next[pos] as usize;
-            match self.merges.get(&key(syms[pos], syms[right])) {
-                Some(&(_, id)) if id == new_id => {}
+            // A stale entry: the pair at `pos` changed since it was pushed. The same rank means
+            // the same pair (ranks are unique per pair), as in the reference's `new_id` check.
+            let new_id = match self.merge_of(syms[pos], syms[right]) {
+                Some((r, id)) if r == rank => id,
                 _ => continue,
-            }
+            };
             syms[pos] = new_id;
             syms[right] = DEAD;
             next[pos] = next[right];
@@ -171,14 +197,14 @@ impl Bpe {
             {
                 if prev[pos] >= 0 {
                     let p = prev[pos] as usize;
-                    if let Some(&(r, id)) = self.merges.get(&key(syms[p], new_id)) {
-                        heap.push(Reverse((r, p as u32, id)));
+                    if let Some((r, _)) = self.merge_of(syms[p], new_id) {
+                        heap.push(Reverse(u64::from(r) << 32 | p as u64));
                     }
                 }
                 if next[pos] >= 0 {
                     let nx = next[pos] as usize;
-                    if let Some(&(r, id)) = self.merges.get(&key(new_id, syms[nx])) {
-                        heap.push(Reverse((r, pos as u32, id)));
+                    if let Some((r, _)) = self.merge_of(new_id, syms[nx]) {
+                        heap.push(Reverse(u64::from(r) << 32 | pos as u64));
                     }
                 }
             }
@@ -189,30 +215,33 @@ impl Bpe {
     /// Short words: repeatedly merge the leftmost lowest-rank pair, keeping the rank of each
     /// adjacent pair in an array (one scan per merge). Same result as the heap; for a few dozen
     /// symbols the scan is cheaper than heap traffic.
-    fn merge_scan(&self, syms: &mut Vec<u32>, ranks: &mut Vec<(u32, u32)>) {
-        const NONE: (u32, u32) = (u32::MAX, u32::MAX);
+    fn merge_scan(&self, syms: &mut Vec<u32>, ranks: &mut Vec<u32>, ids: &mut Vec<u32>) {
+        // `ranks[i]` / `ids[i]`: rank and result of merging `syms[i]` with `syms[i + 1]`
+        // (u32::MAX = no merge). Ranks live in their own array so the min scan vectorises.
+        let lookup = |a: u32, b: u32| self.merge_of(a, b).unwrap_or((u32::MAX, 0));
         ranks.clear();
-        ranks.extend(syms.windows(2).map(|w| self.merges.get(&key(w[0], w[1])).copied().unwrap_or(NONE)));
+        ids.clear();
+        for w in syms.windows(2) {
+            let (r, id) = lookup(w[0], w[1]);
+            ranks.push(r);
+            ids.push(id);
+        }
         loop {
-            let mut best = NONE;
-            let mut at = usize::MAX;
-            for (i, r) in ranks.iter().enumerate() {
-                if r.0 < best.0 {
-                    best = *r;
-                    at = i;
-                }
-            }
-            if at == usize::MAX {
+            // Leftmost minimum: `min` then `position` (both branch-free over u32).
+            let best = ranks.iter().copied().min().unwrap_or(u32::MAX);
+            if best == u32::MAX {
                 return;
             }
-            syms[at] = best.1;
+            let at = ranks.iter().position(|&r| r == best).unwrap_or(0);
+            syms[at] = ids[at];
             syms.remove(at + 1);
             ranks.remove(at);
+            ids.remove(at);
             if at > 0 {
-                ranks[at - 1] = self.merges.get(&key(syms[at - 1], syms[at])).copied().unwrap_or(NONE);
+                (ranks[at - 1], ids[at - 1]) = lookup(syms[at - 1], syms[at]);
             }
             if at < ranks.len() {
-                ranks[at] = self.merges.get(&key(syms[at], syms[at + 1])).copied().unwrap_or(NONE);
+                (ranks[at], ids[at]) = lookup(syms[at], syms[at + 1]);
             }
         }
     }
@@ -243,8 +272,9 @@ pub struct Scratch {
     syms: Vec<u32>,
     prev: Vec<i32>,
     next: Vec<i32>,
-    heap: BinaryHeap<Reverse<(u32, u32, u32)>>,
-    ranks: Vec<(u32, u32)>,
+    heap: BinaryHeap<Reverse<u64>>,
+    ranks: Vec<u32>,
+    ids: Vec<u32>,
     out: Vec<u32>,
     force_heap: bool,
 }

@@ -175,6 +175,16 @@ impl AddedSet {
     }
 }
 
+/// The text of `path` (a `tokenizer.json`) or of `path/tokenizer.json` (a model directory).
+///
+/// # Errors
+/// [`SftError::Io`] naming the file.
+pub fn read_tokenizer_json(path: &std::path::Path) -> Result<String> {
+    let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+    std::fs::read_to_string(&file)
+        .map_err(|e| SftError::io(format!("reading tokenizer {}", file.display()), e))
+}
+
 /// Content key of a `tokenizer.json`.
 pub fn content_key(json: &str) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(json.as_bytes()))
@@ -227,10 +237,7 @@ impl Encoder {
     /// # Errors
     /// [`SftError::Io`] when the file cannot be read, [`SftError::Tokenizer`] when it is invalid.
     pub fn from_path(path: &std::path::Path) -> Result<Self> {
-        let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
-        let json = std::fs::read_to_string(&file)
-            .map_err(|e| SftError::io(format!("reading {}", file.display()), e))?;
-        Self::from_json(&json)
+        Self::from_json(&read_tokenizer_json(path)?)
     }
 
     /// The content key (hex xxh3-128 of the JSON).

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{content_key, Encoder};
+use super::{content_key, read_tokenizer_json, Encoder};
 use crate::error::{Result, SftError};
 
 static REGISTRY: Mutex<Option<HashMap<String, Arc<Encoder>>>> = Mutex::new(None);
@@ -36,10 +36,7 @@ pub fn load_json(json: &str) -> Result<Arc<Encoder>> {
 /// # Errors
 /// [`SftError::Io`] when the file cannot be read, [`SftError::Tokenizer`] when it is invalid.
 pub fn load_path(path: &Path) -> Result<Arc<Encoder>> {
-    let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
-    let json = std::fs::read_to_string(&file)
-        .map_err(|e| SftError::io(format!("reading tokenizer {}", file.display()), e))?;
-    load_json(&json)
+    load_json(&read_tokenizer_json(path)?)
 }
 
 /// The tokenizer registered under `key`, else the one at `path` (loaded now).
