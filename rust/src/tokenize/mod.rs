@@ -73,8 +73,30 @@ impl std::fmt::Debug for Encoder {
 #[derive(Default)]
 struct Local {
     uid: u64,
+    /// Pieces of up to 15 bytes, keyed exactly by their bytes and length packed in a `u128`
+    /// (integer compare instead of `memcmp`; most pieces are this short).
+    short: FxHashMap<u128, u32>,
     cache: FxHashMap<Box<[u8]>, u32>,
     scratch: Scratch,
+}
+
+impl Local {
+    fn clear(&mut self) {
+        self.short.clear();
+        self.cache.clear();
+    }
+}
+
+/// The exact `u128` key of a piece of at most 15 bytes.
+#[inline]
+fn short_key(bytes: &[u8]) -> u128 {
+    let mut buf = [0u8; 16];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    #[allow(clippy::cast_possible_truncation)]
+    {
+        buf[15] = bytes.len() as u8;
+    }
+    u128::from_le_bytes(buf)
 }
 
 thread_local! {
@@ -89,7 +111,20 @@ fn count_pieces(plan: &FastPlan, split: &str, local: &mut Local) -> usize {
             n += 1;
             return;
         }
-        if bytes.len() <= MAX_CACHED_PIECE {
+        if bytes.len() < 16 {
+            let k = short_key(bytes);
+            if let Some(&c) = local.short.get(&k) {
+                n += c as usize;
+                return;
+            }
+            let c = plan.bpe.count(piece, &mut local.scratch);
+            if local.short.len() >= MAX_CACHE_ENTRIES {
+                local.short.clear();
+            }
+            #[allow(clippy::cast_possible_truncation)]
+            local.short.insert(k, c as u32);
+            n += c;
+        } else if bytes.len() <= MAX_CACHED_PIECE {
             if let Some(&c) = local.cache.get(bytes) {
                 n += c as usize;
                 return;
@@ -290,7 +325,7 @@ impl Encoder {
             let local = &mut *local;
             if local.uid != self.uid {
                 local.uid = self.uid;
-                local.cache.clear();
+                local.clear();
             }
             self.count_fast(plan, text, local)
         });

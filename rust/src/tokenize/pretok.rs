@@ -162,7 +162,7 @@ fn classify_slow(c: char) -> u8 {
 }
 
 /// Class of the char starting at byte `i`, and its byte length.
-#[inline]
+#[inline(always)]
 fn class_at(text: &str, i: usize) -> (u8, usize, char) {
     let b = text.as_bytes()[i];
     if b < 0x80 {
@@ -174,7 +174,12 @@ fn class_at(text: &str, i: usize) -> (u8, usize, char) {
         };
         return (cls, 1, b as char);
     }
-    // Safe: `i` is always a char boundary (we only advance by whole chars).
+    class_at_non_ascii(text, i)
+}
+
+#[inline(never)]
+fn class_at_non_ascii(text: &str, i: usize) -> (u8, usize, char) {
+    // `i` is always a char boundary (we only advance by whole chars).
     let c = text[i..].chars().next().unwrap_or('\u{fffd}');
     let len = c.len_utf8();
     let cp = c as u32;
@@ -182,7 +187,7 @@ fn class_at(text: &str, i: usize) -> (u8, usize, char) {
     (cls, len, c)
 }
 
-#[inline]
+#[inline(always)]
 fn at(text: &str, i: usize) -> Option<(u8, usize, char)> {
     (i < text.len()).then(|| class_at(text, i))
 }
