@@ -76,7 +76,7 @@ struct Local {
     /// Pieces of up to 15 bytes, keyed exactly by their bytes and length packed in a `u128`
     /// (integer compare instead of `memcmp`; most pieces are this short).
     short: FxHashMap<u128, u32>,
-    cache: FxHashMap<Box<[u8]>, u32>,
+    cache: FxHashMap<Vec<u8>, u32>,
     scratch: Scratch,
 }
 
@@ -103,6 +103,27 @@ thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::default());
 }
 
+/// The count cached under `key`, else `count()` stored (the map is cleared when full).
+fn cached_count<Q>(
+    map: &mut FxHashMap<Q::Owned, u32>,
+    key: &Q,
+    count: impl FnOnce() -> usize,
+) -> usize
+where
+    Q: ToOwned + Eq + std::hash::Hash + ?Sized,
+    Q::Owned: Eq + std::hash::Hash,
+{
+    if let Some(&c) = map.get(key) {
+        return c as usize;
+    }
+    let c = count();
+    if map.len() >= MAX_CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(key.to_owned(), u32::try_from(c).unwrap_or(u32::MAX));
+    c
+}
+
 fn count_pieces(plan: &FastPlan, split: &str, local: &mut Local) -> usize {
     let mut n = 0usize;
     plan.for_each_piece(split, |piece| {
@@ -111,31 +132,11 @@ fn count_pieces(plan: &FastPlan, split: &str, local: &mut Local) -> usize {
             n += 1;
             return;
         }
+        let scratch = &mut local.scratch;
         if bytes.len() < 16 {
-            let k = short_key(bytes);
-            if let Some(&c) = local.short.get(&k) {
-                n += c as usize;
-                return;
-            }
-            let c = plan.bpe.count(piece, &mut local.scratch);
-            if local.short.len() >= MAX_CACHE_ENTRIES {
-                local.short.clear();
-            }
-            #[allow(clippy::cast_possible_truncation)]
-            local.short.insert(k, c as u32);
-            n += c;
+            n += cached_count(&mut local.short, &short_key(bytes), || plan.bpe.count(piece, scratch));
         } else if bytes.len() <= MAX_CACHED_PIECE {
-            if let Some(&c) = local.cache.get(bytes) {
-                n += c as usize;
-                return;
-            }
-            let c = plan.bpe.count(piece, &mut local.scratch);
-            if local.cache.len() >= MAX_CACHE_ENTRIES {
-                local.cache.clear();
-            }
-            #[allow(clippy::cast_possible_truncation)]
-            local.cache.insert(bytes.into(), c as u32);
-            n += c;
+            n += cached_count(&mut local.cache, bytes, || plan.bpe.count(piece, scratch));
         } else {
             n += plan.bpe.count(piece, &mut local.scratch);
         }
