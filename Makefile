@@ -14,9 +14,10 @@ test-rust:  ## core tests, no Python
 test-python:  ## public API tests, doctests, README examples
 	python3 -m pytest
 
-lint:  ## formatting and lints
+lint:  ## formatting and lints (the core's are also run by .ci/run)
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --no-default-features --all-targets -- -D warnings
 
 bench:  ## token counting vs tokenizers and fastokens (needs ../shared)
 	python3 benches/bench_tokenize.py

@@ -5,8 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let enc = sftfast::Encoder::from_path(std::path::Path::new(&args[1]))?;
     let raw = std::fs::read_to_string(&args[2])?;
-    let texts: Vec<String> =
-        raw.lines().map(serde_json::from_str::<String>).collect::<Result<_, _>>()?;
+    let texts: Vec<String> = raw
+        .lines()
+        .map(serde_json::from_str::<String>)
+        .collect::<Result<_, _>>()?;
     let repeats: usize = args.get(3).map_or(Ok(1), |r| r.parse())?;
     let bytes: usize = texts.iter().map(String::len).sum();
     let rows: Vec<Option<&str>> = texts.iter().map(|t| Some(t.as_str())).collect();

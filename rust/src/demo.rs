@@ -19,22 +19,150 @@ use crate::error::{Result, SftError};
 use crate::tokenize::pretok::QWEN2_PATTERN;
 
 const EN_WORDS: &[&str] = &[
-    "the", "model", "data", "answer", "question", "explain", "why", "how", "what", "which",
-    "write", "a", "short", "function", "that", "returns", "list", "of", "numbers", "in", "python",
-    "translate", "sentence", "into", "french", "classify", "review", "as", "positive", "negative",
-    "summarize", "article", "about", "climate", "change", "history", "science", "step", "by",
-    "first", "then", "finally", "because", "is", "are", "can", "should", "we", "you", "it",
-    "training", "language", "learning", "example", "result", "value", "error", "code", "test",
-    "and", "or", "not", "with", "for", "to", "from", "on", "each", "every", "number", "total",
-    "cost", "apples", "oranges", "buys", "sells", "price", "dollars", "hours", "minutes", "days",
+    "the",
+    "model",
+    "data",
+    "answer",
+    "question",
+    "explain",
+    "why",
+    "how",
+    "what",
+    "which",
+    "write",
+    "a",
+    "short",
+    "function",
+    "that",
+    "returns",
+    "list",
+    "of",
+    "numbers",
+    "in",
+    "python",
+    "translate",
+    "sentence",
+    "into",
+    "french",
+    "classify",
+    "review",
+    "as",
+    "positive",
+    "negative",
+    "summarize",
+    "article",
+    "about",
+    "climate",
+    "change",
+    "history",
+    "science",
+    "step",
+    "by",
+    "first",
+    "then",
+    "finally",
+    "because",
+    "is",
+    "are",
+    "can",
+    "should",
+    "we",
+    "you",
+    "it",
+    "training",
+    "language",
+    "learning",
+    "example",
+    "result",
+    "value",
+    "error",
+    "code",
+    "test",
+    "and",
+    "or",
+    "not",
+    "with",
+    "for",
+    "to",
+    "from",
+    "on",
+    "each",
+    "every",
+    "number",
+    "total",
+    "cost",
+    "apples",
+    "oranges",
+    "buys",
+    "sells",
+    "price",
+    "dollars",
+    "hours",
+    "minutes",
+    "days",
 ];
 
 const ZH_WORDS: &[&str] = &[
-    "我们", "模型", "数据", "问题", "回答", "解释", "为什么", "如何", "什么", "请", "写", "一个",
-    "简短", "函数", "返回", "列表", "数字", "翻译", "句子", "英文", "分类", "评论", "正面", "负面",
-    "总结", "文章", "关于", "气候", "变化", "历史", "科学", "首先", "然后", "最后", "因为", "是",
-    "可以", "应该", "训练", "语言", "学习", "例子", "结果", "价值", "错误", "代码", "测试", "和",
-    "或者", "不", "法律", "医生", "病人", "症状", "治疗", "合同", "责任", "公司", "员工", "工资",
+    "我们",
+    "模型",
+    "数据",
+    "问题",
+    "回答",
+    "解释",
+    "为什么",
+    "如何",
+    "什么",
+    "请",
+    "写",
+    "一个",
+    "简短",
+    "函数",
+    "返回",
+    "列表",
+    "数字",
+    "翻译",
+    "句子",
+    "英文",
+    "分类",
+    "评论",
+    "正面",
+    "负面",
+    "总结",
+    "文章",
+    "关于",
+    "气候",
+    "变化",
+    "历史",
+    "科学",
+    "首先",
+    "然后",
+    "最后",
+    "因为",
+    "是",
+    "可以",
+    "应该",
+    "训练",
+    "语言",
+    "学习",
+    "例子",
+    "结果",
+    "价值",
+    "错误",
+    "代码",
+    "测试",
+    "和",
+    "或者",
+    "不",
+    "法律",
+    "医生",
+    "病人",
+    "症状",
+    "治疗",
+    "合同",
+    "责任",
+    "公司",
+    "员工",
+    "工资",
 ];
 
 const CATEGORIES: &[(&str, u32)] = &[
@@ -167,8 +295,12 @@ pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<String> {
         .into();
     let mut tk = Tokenizer::new(ModelWrapper::BPE(BPE::default()));
     tk.with_normalizer(Some(NFC)).map_err(err)?;
-    let split = Split::new(SplitPattern::Regex(QWEN2_PATTERN.into()), SplitDelimiterBehavior::Isolated, false)
-        .map_err(err)?;
+    let split = Split::new(
+        SplitPattern::Regex(QWEN2_PATTERN.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(err)?;
     tk.with_pre_tokenizer(Some(Sequence::new(vec![
         split.into(),
         ByteLevel::new(false, false, false).into(),
@@ -187,7 +319,10 @@ mod tests {
     fn rows_are_deterministic_and_bilingual() {
         let a = demo_rows(500, 7);
         let b = demo_rows(500, 7);
-        assert_eq!(a.iter().map(|r| &r.question).collect::<Vec<_>>(), b.iter().map(|r| &r.question).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(|r| &r.question).collect::<Vec<_>>(),
+            b.iter().map(|r| &r.question).collect::<Vec<_>>()
+        );
         assert!(a.iter().any(|r| r.lang == "zh") && a.iter().any(|r| r.lang == "en"));
         assert!(a.iter().any(|r| r.answer.is_none()));
     }
@@ -195,12 +330,18 @@ mod tests {
     #[test]
     fn trained_tokenizer_takes_the_fast_path_and_matches_reference() {
         let rows = demo_rows(300, 1);
-        let texts: Vec<String> = rows.iter().flat_map(|r| [r.question.clone(), r.answer.clone().unwrap_or_default()]).collect();
+        let texts: Vec<String> = rows
+            .iter()
+            .flat_map(|r| [r.question.clone(), r.answer.clone().unwrap_or_default()])
+            .collect();
         let json = train_tokenizer(&texts, 800).unwrap();
         let enc = Encoder::from_json(&json).unwrap();
         assert!(enc.fast_path_disabled_reason().is_none());
         for t in &texts {
-            assert_eq!(enc.count(t, false).unwrap(), enc.count_reference(t, false).unwrap());
+            assert_eq!(
+                enc.count(t, false).unwrap(),
+                enc.count_reference(t, false).unwrap()
+            );
         }
     }
 }

@@ -38,7 +38,10 @@ pub enum SftError {
 impl SftError {
     /// Wrap an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        SftError::Io { context: context.into(), source }
+        SftError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

@@ -44,9 +44,11 @@ pub fn split_jsonl(path: &Path, good_out: Option<&Path>) -> Result<Vec<BadLine>>
     let f = File::open(path).map_err(|e| SftError::io(format!("opening {}", path.display()), e))?;
     let mut reader = BufReader::with_capacity(1 << 20, f);
     let mut writer = match good_out {
-        Some(p) => Some(BufWriter::new(
-            File::create(p).map_err(|e| SftError::io(format!("creating {}", p.display()), e))?,
-        )),
+        Some(p) => {
+            Some(BufWriter::new(File::create(p).map_err(|e| {
+                SftError::io(format!("creating {}", p.display()), e)
+            })?))
+        }
         None => None,
     };
     let mut bad = Vec::new();
@@ -73,13 +75,22 @@ pub fn split_jsonl(path: &Path, good_out: Option<&Path>) -> Result<Vec<BadLine>>
         let verdicts: Vec<Option<String>> = parallel::install(|| {
             block
                 .par_iter()
-                .map(|l| if l.iter().all(u8::is_ascii_whitespace) { None } else { check(l) })
+                .map(|l| {
+                    if l.iter().all(u8::is_ascii_whitespace) {
+                        None
+                    } else {
+                        check(l)
+                    }
+                })
                 .collect()
         })?;
         for (l, v) in block.iter().zip(verdicts) {
             line_no += 1;
             match v {
-                Some(reason) => bad.push(BadLine { line: line_no, reason }),
+                Some(reason) => bad.push(BadLine {
+                    line: line_no,
+                    reason,
+                }),
                 None => {
                     if let Some(w) = writer.as_mut() {
                         if !l.iter().all(u8::is_ascii_whitespace) {
@@ -93,9 +104,33 @@ pub fn split_jsonl(path: &Path, good_out: Option<&Path>) -> Result<Vec<BadLine>>
         }
     }
     if let Some(mut w) = writer {
-        w.flush().map_err(|e| SftError::io("writing cleaned JSON Lines", e))?;
+        w.flush()
+            .map_err(|e| SftError::io("writing cleaned JSON Lines", e))?;
     }
     Ok(bad)
+}
+
+/// Number of lines in a file (a last line without `\n` counts), read in 1 MiB blocks.
+///
+/// # Errors
+/// [`SftError::Io`] naming the file.
+pub fn count_lines(path: &Path) -> Result<usize> {
+    use std::io::Read;
+    let mut f =
+        File::open(path).map_err(|e| SftError::io(format!("opening {}", path.display()), e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut lines, mut last) = (0usize, b'\n');
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| SftError::io(format!("reading {}", path.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+        last = buf[n - 1];
+    }
+    Ok(lines + usize::from(last != b'\n'))
 }
 
 #[cfg(test)]
@@ -113,27 +148,10 @@ mod tests {
         assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![2, 4]);
         assert!(bad[0].reason.starts_with("invalid_json"));
         assert_eq!(bad[1].reason, "invalid_utf8");
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"a\": 1}\n{\"a\": 2}\n");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"a\": 1}\n{\"a\": 2}\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-/// Number of lines in a file (a last line without `\n` counts), read in 1 MiB blocks.
-///
-/// # Errors
-/// [`SftError::Io`] naming the file.
-pub fn count_lines(path: &Path) -> Result<usize> {
-    use std::io::Read;
-    let mut f = File::open(path).map_err(|e| SftError::io(format!("opening {}", path.display()), e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut lines, mut last) = (0usize, b'\n');
-    loop {
-        let n = f.read(&mut buf).map_err(|e| SftError::io(format!("reading {}", path.display()), e))?;
-        if n == 0 {
-            break;
-        }
-        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
-        last = buf[n - 1];
-    }
-    Ok(lines + usize::from(last != b'\n'))
 }

@@ -46,7 +46,9 @@ impl LengthFilterConfig {
     /// [`SftError::Config`] naming the field whose `min` exceeds its `max`, or no fields.
     pub fn validate(&self) -> Result<()> {
         if self.fields.is_empty() {
-            return Err(SftError::Config("fields: expected at least one column, got none".into()));
+            return Err(SftError::Config(
+                "fields: expected at least one column, got none".into(),
+            ));
         }
         for f in &self.fields {
             if let (Some(lo), Some(hi)) = (f.min, f.max) {
@@ -82,7 +84,12 @@ pub enum Reason {
 impl Reason {
     /// The reason as written in outputs, e.g. `too_long:answer`.
     pub fn label(&self, cfg: &LengthFilterConfig) -> String {
-        let name = |i: &usize| cfg.fields.get(*i).map_or("?", |f| f.name.as_str()).to_string();
+        let name = |i: &usize| {
+            cfg.fields
+                .get(*i)
+                .map_or("?", |f| f.name.as_str())
+                .to_string()
+        };
         match self {
             Reason::Null(i) => format!("null:{}", name(i)),
             Reason::InvalidUtf8(i) => format!("invalid_utf8:{}", name(i)),
@@ -110,7 +117,9 @@ fn check_row(
 ) -> Result<(Option<Reason>, bool)> {
     let mut texts = Vec::with_capacity(cells.len());
     for (i, cell) in cells.iter().enumerate() {
-        let Some(bytes) = cell else { return Ok((Some(Reason::Null(i)), true)) };
+        let Some(bytes) = cell else {
+            return Ok((Some(Reason::Null(i)), true));
+        };
         let Ok(t) = std::str::from_utf8(bytes) else {
             return Ok((Some(Reason::InvalidUtf8(i)), true));
         };
@@ -147,7 +156,11 @@ fn check_row(
             return Ok((Some(Reason::TotalTooLong), true));
         }
     }
-    if all_settled && cfg.max_total.is_none_or(|mt| hi_total.is_some_and(|h| h <= mt as usize)) {
+    if all_settled
+        && cfg
+            .max_total
+            .is_none_or(|mt| hi_total.is_some_and(|h| h <= mt as usize))
+    {
         return Ok((None, true));
     }
     // Pass 2: exact counts.
@@ -209,7 +222,10 @@ pub fn length_filter(
             .collect::<Result<Vec<_>>>()
     })??;
     let decided_by_bounds = results.iter().filter(|r| r.1).count();
-    Ok(FilterOutcome { reasons: results.into_iter().map(|r| r.0).collect(), decided_by_bounds })
+    Ok(FilterOutcome {
+        reasons: results.into_iter().map(|r| r.0).collect(),
+        decided_by_bounds,
+    })
 }
 
 #[cfg(test)]
@@ -241,8 +257,16 @@ mod tests {
     fn cfg(max_total: Option<u32>) -> LengthFilterConfig {
         LengthFilterConfig {
             fields: vec![
-                FieldBounds { name: "q".into(), min: Some(2), max: Some(10) },
-                FieldBounds { name: "a".into(), min: None, max: Some(20) },
+                FieldBounds {
+                    name: "q".into(),
+                    min: Some(2),
+                    max: Some(10),
+                },
+                FieldBounds {
+                    name: "a".into(),
+                    min: None,
+                    max: Some(20),
+                },
             ],
             max_total,
             add_special_tokens: false,
@@ -295,7 +319,10 @@ mod tests {
     #[test]
     fn byte_bounds_agree_with_exact_counts() {
         let e = enc();
-        let c = LengthFilterConfig { max_total: Some(12), ..cfg(None) };
+        let c = LengthFilterConfig {
+            max_total: Some(12),
+            ..cfg(None)
+        };
         let big = "y".repeat(10_000_000);
         let q: Vec<Option<&[u8]>> = vec![Some(b"abc"), Some(big.as_bytes())];
         let a: Vec<Option<&[u8]>> = vec![Some(b"abc"), Some(b"b")];

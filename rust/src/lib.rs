@@ -3,6 +3,9 @@
 //! This crate holds every algorithm; `python/` (feature `python`) only converts values and
 //! releases the GIL. `cargo test --no-default-features` builds and tests the core without Python.
 
+// Tests may unwrap: a panic there is a failed test with its message.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod demo;
 pub mod error;
 pub mod jsonl;

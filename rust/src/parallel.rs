@@ -33,7 +33,9 @@ pub fn set_num_threads(n: usize) -> Result<()> {
 
 fn is_forked_child() -> bool {
     let pid = std::process::id();
-    let mut first = FIRST_PID.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut first = FIRST_PID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match *first {
         None => {
             *first = Some(pid);
@@ -58,7 +60,10 @@ pub fn num_threads() -> usize {
         return requested;
     }
     for var in ["SFTFAST_NUM_THREADS", "RAYON_NUM_THREADS"] {
-        if let Some(n) = std::env::var(var).ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+        if let Some(n) = std::env::var(var)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
             if n > 0 {
                 return n;
             }
@@ -78,7 +83,9 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
     let n = num_threads();
     let pid = std::process::id();
     let pool = {
-        let mut guard = POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = POOL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match guard.as_ref() {
             Some((p, t, pool)) if *p == pid && *t == n => Arc::clone(pool),
             _ => {
@@ -130,17 +137,6 @@ pub fn check_cancel() -> Result<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn install_runs_in_pool_with_requested_threads() {
-        let n = install(rayon::current_num_threads).unwrap();
-        assert!(n >= 1);
-    }
-}
-
 static PROGRESS_ROWS: AtomicUsize = AtomicUsize::new(0);
 
 /// Count `n` more rows done (read by progress bars).
@@ -151,4 +147,15 @@ pub fn add_progress(n: usize) {
 /// Rows done since the process started (monotonic; callers take differences).
 pub fn progress() -> usize {
     PROGRESS_ROWS.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_runs_in_pool_with_requested_threads() {
+        let n = install(rayon::current_num_threads).unwrap();
+        assert!(n >= 1);
+    }
 }

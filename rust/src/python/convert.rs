@@ -34,9 +34,11 @@ pub(crate) fn byte_cells(s: &Series) -> Result<Vec<Option<&[u8]>>, SftError> {
 /// [`SftError::Schema`] naming the column and its type when it is not a string column.
 pub(crate) fn str_cells(s: &Series) -> Result<Vec<Option<&str>>, SftError> {
     match s.dtype() {
-        DataType::String => {
-            Ok(s.str().map_err(|e| SftError::Schema(e.to_string()))?.iter().collect())
-        }
+        DataType::String => Ok(s
+            .str()
+            .map_err(|e| SftError::Schema(e.to_string()))?
+            .iter()
+            .collect()),
         other => Err(SftError::Schema(format!(
             "column {:?}: expected a string column, got {other}",
             s.name().as_str()

@@ -16,7 +16,10 @@ use crate::{demo, parallel};
 fn load_tokenizer_json(py: Python<'_>, json: String) -> PyResult<(String, Option<String>)> {
     run_detached(py, move || {
         let enc = registry::load_json(&json)?;
-        Ok((enc.key().to_string(), enc.fast_path_disabled_reason().map(str::to_string)))
+        Ok((
+            enc.key().to_string(),
+            enc.fast_path_disabled_reason().map(str::to_string),
+        ))
     })
 }
 
@@ -25,7 +28,10 @@ fn load_tokenizer_json(py: Python<'_>, json: String) -> PyResult<(String, Option
 fn load_tokenizer_path(py: Python<'_>, path: PathBuf) -> PyResult<(String, Option<String>)> {
     run_detached(py, move || {
         let enc = registry::load_path(&path)?;
-        Ok((enc.key().to_string(), enc.fast_path_disabled_reason().map(str::to_string)))
+        Ok((
+            enc.key().to_string(),
+            enc.fast_path_disabled_reason().map(str::to_string),
+        ))
     })
 }
 
@@ -45,7 +51,9 @@ fn count_tokens(
         let cells = str_cells(&s)?;
         enc.count_batch(&cells, add_special_tokens)
     })?;
-    Ok(PySeries(UInt32Chunked::from_iter_options(s.name().clone(), counts.into_iter()).into_series()))
+    Ok(PySeries(
+        UInt32Chunked::from_iter_options(s.name().clone(), counts.into_iter()).into_series(),
+    ))
 }
 
 /// Token counts with the reference pipeline (for parity checks and benchmarks).
@@ -68,7 +76,9 @@ fn count_tokens_reference(
             })
             .collect::<crate::Result<Vec<Option<u32>>>>()
     })?;
-    Ok(PySeries(UInt32Chunked::from_iter_options(s.name().clone(), counts.into_iter()).into_series()))
+    Ok(PySeries(
+        UInt32Chunked::from_iter_options(s.name().clone(), counts.into_iter()).into_series(),
+    ))
 }
 
 /// Set sftfast's thread count (0 = default).
@@ -98,8 +108,14 @@ fn demo_rows(py: Python<'_>, n: usize, seed: u64) -> PyResult<PyDataFrame> {
         rows.len(),
         vec![
             Column::new("id".into(), rows.iter().map(|r| r.id).collect::<Vec<_>>()),
-            Column::new("category".into(), rows.iter().map(|r| r.category).collect::<Vec<_>>()),
-            Column::new("lang".into(), rows.iter().map(|r| r.lang).collect::<Vec<_>>()),
+            Column::new(
+                "category".into(),
+                rows.iter().map(|r| r.category).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "lang".into(),
+                rows.iter().map(|r| r.lang).collect::<Vec<_>>(),
+            ),
             Column::new(
                 "question".into(),
                 rows.iter().map(|r| r.question.as_str()).collect::<Vec<_>>(),
@@ -120,8 +136,11 @@ fn demo_rows(py: Python<'_>, n: usize, seed: u64) -> PyResult<PyDataFrame> {
 fn train_demo_tokenizer(py: Python<'_>, texts: PySeries, vocab_size: usize) -> PyResult<String> {
     let s = texts.0;
     run_detached(py, || {
-        let owned: Vec<String> =
-            str_cells(&s)?.into_iter().flatten().map(str::to_string).collect();
+        let owned: Vec<String> = str_cells(&s)?
+            .into_iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
         demo::train_tokenizer(&owned, vocab_size)
     })
 }

@@ -22,7 +22,9 @@ fn token_count(inputs: &[Series], kwargs: TokenCountKwargs) -> PolarsResult<Seri
     let s = &inputs[0];
     let enc = registry::get(&kwargs.tokenizer, kwargs.path.as_deref()).map_err(to_polars)?;
     let cells = str_cells(s).map_err(to_polars)?;
-    let counts = enc.count_batch(&cells, kwargs.add_special_tokens).map_err(to_polars)?;
+    let counts = enc
+        .count_batch(&cells, kwargs.add_special_tokens)
+        .map_err(to_polars)?;
     parallel::add_progress(cells.len());
     Ok(UInt32Chunked::from_iter_options(s.name().clone(), counts.into_iter()).into_series())
 }
@@ -51,7 +53,11 @@ fn length_reason(inputs: &[Series], kwargs: LengthReasonKwargs) -> PolarsResult<
         add_special_tokens: kwargs.add_special_tokens,
         drop_empty: kwargs.drop_empty,
     };
-    let columns = inputs.iter().map(byte_cells).collect::<Result<Vec<_>, _>>().map_err(to_polars)?;
+    let columns = inputs
+        .iter()
+        .map(byte_cells)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(to_polars)?;
     let outcome = length_filter(&enc, &cfg, &columns).map_err(to_polars)?;
     parallel::add_progress(outcome.reasons.len());
     let labels = outcome.reasons.iter().map(|r| r.map(|r| r.label(&cfg)));

@@ -89,14 +89,24 @@ impl Bpe {
                 }
             }
         }
-        Bpe { merges: map, small, init, ignore_merges_vocab }
+        Bpe {
+            merges: map,
+            small,
+            init,
+            ignore_merges_vocab,
+        }
     }
 
     /// Initial symbols of `word` appended to `out`.
     fn initial(&self, word: &str, out: &mut Vec<u32>) {
         match &self.init {
             Init::Bytes(table) => out.extend(word.bytes().map(|b| table[b as usize])),
-            Init::Chars { chars, byte_fallback, unk, fuse_unk } => {
+            Init::Chars {
+                chars,
+                byte_fallback,
+                unk,
+                fuse_unk,
+            } => {
                 // Mirrors `BPE::merge_word`: a pending unknown is flushed only when a known char
                 // follows (byte-fallback symbols do not flush it), so unknowns separated by
                 // byte-fallback bytes still fuse.
@@ -291,12 +301,21 @@ mod tests {
             *slot = u32::try_from(b).unwrap();
         }
         let (a, b, c) = (u32::from(b'a'), u32::from(b'b'), u32::from(b'c'));
-        let merges = vec![(a, a, 300), (a, b, 301), (300, b, 302), (b, c, 303), (302, 303, 304), (300, 300, 305)];
+        let merges = vec![
+            (a, a, 300),
+            (a, b, 301),
+            (300, b, 302),
+            (b, c, 303),
+            (302, 303, 304),
+            (300, 300, 305),
+        ];
         let bpe = Bpe::new(merges, Init::Bytes(init), None);
         let mut s1 = Scratch::default();
         let mut state = 7u64;
         for _ in 0..2000 {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
             let len = (state >> 60) as usize + (state >> 58 & 3) as usize * 10;
             let word: String = (0..len)
                 .map(|i| ['a', 'b', 'c', 'a'][((state >> (i % 60)) & 3) as usize])

@@ -134,7 +134,9 @@ fn count_pieces(plan: &FastPlan, split: &str, local: &mut Local) -> usize {
         }
         let scratch = &mut local.scratch;
         if bytes.len() < 16 {
-            n += cached_count(&mut local.short, &short_key(bytes), || plan.bpe.count(piece, scratch));
+            n += cached_count(&mut local.short, &short_key(bytes), || {
+                plan.bpe.count(piece, scratch)
+            });
         } else if bytes.len() <= MAX_CACHED_PIECE {
             n += cached_count(&mut local.cache, bytes, || plan.bpe.count(piece, scratch));
         } else {
@@ -161,9 +163,15 @@ struct AddedSet {
 }
 
 impl AddedSet {
-    fn new<'a>(tokens: impl Iterator<Item = &'a AddedToken>, fallback_on_match: bool) -> Result<Self> {
+    fn new<'a>(
+        tokens: impl Iterator<Item = &'a AddedToken>,
+        fallback_on_match: bool,
+    ) -> Result<Self> {
         let tokens: Vec<&AddedToken> = tokens.filter(|t| !t.content.is_empty()).collect();
-        let flags = tokens.iter().map(|t| (t.lstrip, t.rstrip, t.single_word)).collect();
+        let flags = tokens
+            .iter()
+            .map(|t| (t.lstrip, t.rstrip, t.single_word))
+            .collect();
         let matcher = if tokens.is_empty() {
             None
         } else {
@@ -174,7 +182,11 @@ impl AddedSet {
                     .map_err(|e| SftError::Tokenizer(format!("cannot index added tokens: {e}")))?,
             )
         };
-        Ok(AddedSet { matcher, flags, fallback_on_match })
+        Ok(AddedSet {
+            matcher,
+            flags,
+            fallback_on_match,
+        })
     }
 
     /// Feed the segments of `text` to `f`; `false` when the row needs the reference path.
@@ -216,7 +228,11 @@ impl AddedSet {
 /// # Errors
 /// [`SftError::Io`] naming the file.
 pub fn read_tokenizer_json(path: &std::path::Path) -> Result<String> {
-    let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+    let file = if path.is_dir() {
+        path.join("tokenizer.json")
+    } else {
+        path.to_path_buf()
+    };
     std::fs::read_to_string(&file)
         .map_err(|e| SftError::io(format!("reading tokenizer {}", file.display()), e))
 }
@@ -253,8 +269,9 @@ impl Encoder {
         let has_norm = fast.as_ref().is_some_and(|p| !p.norm.is_empty());
         let added_raw = AddedSet::new(tokens.iter().filter(|t| !t.normalized), false)?;
         let added_norm = AddedSet::new(tokens.iter().filter(|t| t.normalized), has_norm)?;
-        let special_added =
-            reference.get_post_processor().map_or(0, |p| p.added_tokens(false));
+        let special_added = reference
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
         Ok(Encoder {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             key: content_key(json),
@@ -285,7 +302,6 @@ impl Encoder {
     pub fn fast_path_disabled_reason(&self) -> Option<&str> {
         self.fast_reason.as_deref()
     }
-
 
     /// Count with the reference pipeline (`tokenizers`' `encode_fast`).
     ///
@@ -320,7 +336,11 @@ impl Encoder {
         if text.is_empty() {
             return self.count_reference(text, add_special_tokens);
         }
-        let special = if add_special_tokens { self.special_added } else { 0 };
+        let special = if add_special_tokens {
+            self.special_added
+        } else {
+            0
+        };
         let fast = LOCAL.with(|cell| {
             let mut local = cell.borrow_mut();
             let local = &mut *local;
@@ -341,17 +361,18 @@ impl Encoder {
     fn count_fast(&self, plan: &FastPlan, text: &str, local: &mut Local) -> Option<usize> {
         let mut n = 0usize;
         let mut ok = true;
-        self.added_raw.split(text, &mut |seg| match seg {
-            Seg::Added => n += 1,
-            Seg::Text(t) => {
-                let norm = plan.normalize(t);
-                ok &= self.added_norm.split(&norm, &mut |seg2| match seg2 {
-                    Seg::Added => n += 1,
-                    Seg::Text(t2) => n += count_pieces(plan, t2, local),
-                });
-            }
-        })
-        .then_some(())?;
+        self.added_raw
+            .split(text, &mut |seg| match seg {
+                Seg::Added => n += 1,
+                Seg::Text(t) => {
+                    let norm = plan.normalize(t);
+                    ok &= self.added_norm.split(&norm, &mut |seg2| match seg2 {
+                        Seg::Added => n += 1,
+                        Seg::Text(t2) => n += count_pieces(plan, t2, local),
+                    });
+                }
+            })
+            .then_some(())?;
         ok.then_some(n)
     }
 
@@ -365,7 +386,12 @@ impl Encoder {
         let plan = self.fast.as_ref()?;
         // Tokens that absorb neighbouring whitespace (lstrip/rstrip) can cover more bytes than
         // their text, which would break the lower bound.
-        let strips = self.added_raw.flags.iter().chain(&self.added_norm.flags).any(|f| f.0 || f.1);
+        let strips = self
+            .added_raw
+            .flags
+            .iter()
+            .chain(&self.added_norm.flags)
+            .any(|f| f.0 || f.1);
         if !plan.byte_level || plan.add_prefix_space || strips {
             return None;
         }
@@ -393,8 +419,10 @@ impl Encoder {
     ) -> Result<Vec<Option<u32>>> {
         let mut out = vec![None; texts.len()];
         parallel::install(|| {
-            out.par_chunks_mut(CHUNK).zip(texts.par_chunks(CHUNK)).enumerate().try_for_each(
-                |(ci, (dst, src))| -> Result<()> {
+            out.par_chunks_mut(CHUNK)
+                .zip(texts.par_chunks(CHUNK))
+                .enumerate()
+                .try_for_each(|(ci, (dst, src))| -> Result<()> {
                     parallel::check_cancel()?;
                     for (i, (d, t)) in dst.iter_mut().zip(src).enumerate() {
                         if let Some(t) = t {
@@ -405,8 +433,7 @@ impl Encoder {
                         }
                     }
                     Ok(())
-                },
-            )
+                })
         })??;
         Ok(out)
     }

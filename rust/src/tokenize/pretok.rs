@@ -183,7 +183,11 @@ fn class_at_non_ascii(text: &str, i: usize) -> (u8, usize, char) {
     let c = text[i..].chars().next().unwrap_or('\u{fffd}');
     let len = c.len_utf8();
     let cp = c as u32;
-    let cls = if cp < 0x1_0000 { bmp_table()[cp as usize] } else { classify_slow(c) };
+    let cls = if cp < 0x1_0000 {
+        bmp_table()[cp as usize]
+    } else {
+        classify_slow(c)
+    };
     (cls, len, c)
 }
 
@@ -391,16 +395,21 @@ mod tests {
                 regex_pieces(QWEN2_PATTERN, t),
                 "qwen on {t:?}"
             );
-            assert_eq!(pieces(&Splitter::Gpt2, t), regex_pieces(GPT2_PATTERN, t), "gpt2 on {t:?}");
+            assert_eq!(
+                pieces(&Splitter::Gpt2, t),
+                regex_pieces(GPT2_PATTERN, t),
+                "gpt2 on {t:?}"
+            );
         }
     }
 
     #[test]
     fn scanners_match_oniguruma_on_random_text() {
         // A deterministic generator over an alphabet rich in class boundaries.
-        let alphabet: Vec<char> = "aZ0 9'sStTrReEvVlLmMdD \t\n\r\n  .,;!?-_()中文字，。１ⅷ\u{a0}\u{3000}é\u{301}🎉ſ"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> =
+            "aZ0 9'sStTrReEvVlLmMdD \t\n\r\n  .,;!?-_()中文字，。１ⅷ\u{a0}\u{3000}é\u{301}🎉ſ"
+                .chars()
+                .collect();
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..3000 {
             let mut t = String::new();
@@ -424,7 +433,11 @@ mod tests {
                 regex_pieces(QWEN2_PATTERN, &t),
                 "qwen on {t:?}"
             );
-            assert_eq!(pieces(&Splitter::Gpt2, &t), regex_pieces(GPT2_PATTERN, &t), "gpt2 on {t:?}");
+            assert_eq!(
+                pieces(&Splitter::Gpt2, &t),
+                regex_pieces(GPT2_PATTERN, &t),
+                "gpt2 on {t:?}"
+            );
         }
     }
 }

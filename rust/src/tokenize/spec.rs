@@ -63,7 +63,12 @@ fn parse_norm(v: &Value, out: &mut Vec<NormStep>) -> Result<(), String> {
     let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
     match ty {
         "Sequence" => {
-            for n in v.get("normalizers").and_then(Value::as_array).into_iter().flatten() {
+            for n in v
+                .get("normalizers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 parse_norm(n, out)?;
             }
         }
@@ -73,7 +78,10 @@ fn parse_norm(v: &Value, out: &mut Vec<NormStep>) -> Result<(), String> {
         "NFKD" => out.push(NormStep::Nfkd),
         "Lowercase" => out.push(NormStep::Lowercase),
         "Prepend" => {
-            let p = v.get("prepend").and_then(Value::as_str).ok_or("Prepend without text")?;
+            let p = v
+                .get("prepend")
+                .and_then(Value::as_str)
+                .ok_or("Prepend without text")?;
             out.push(NormStep::Prepend(p.to_string()));
         }
         "Replace" => {
@@ -106,7 +114,10 @@ fn parse_pretok(v: &Value) -> Result<(Splitter, bool, bool), String> {
             Ok((splitter, true, get_bool(v, "add_prefix_space", true)))
         }
         "Sequence" => {
-            let list = v.get("pretokenizers").and_then(Value::as_array).ok_or("empty Sequence")?;
+            let list = v
+                .get("pretokenizers")
+                .and_then(Value::as_array)
+                .ok_or("empty Sequence")?;
             match list.as_slice() {
                 [one] => parse_pretok(one),
                 [split, bl]
@@ -141,7 +152,9 @@ const METASPACE: char = '\u{2581}';
 fn metaspace_safe(vocab: &FxHashMap<&str, u32>) -> bool {
     let mut buf = [0u8; 4];
     vocab.contains_key(&*METASPACE.encode_utf8(&mut buf))
-        && vocab.keys().all(|k| !k.trim_start_matches(METASPACE).contains(METASPACE))
+        && vocab
+            .keys()
+            .all(|k| !k.trim_start_matches(METASPACE).contains(METASPACE))
 }
 
 /// The inverse of GPT-2's byte → printable-char table.
@@ -174,11 +187,19 @@ impl FastPlan {
                 model.get("type").and_then(Value::as_str).unwrap_or("?")
             ));
         }
-        if model.get("dropout").and_then(Value::as_f64).is_some_and(|d| d != 0.0) {
+        if model
+            .get("dropout")
+            .and_then(Value::as_f64)
+            .is_some_and(|d| d != 0.0)
+        {
             return unsupported("BPE dropout");
         }
         for k in ["continuing_subword_prefix", "end_of_word_suffix"] {
-            if model.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            if model
+                .get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+            {
                 return unsupported(format!("BPE {k}"));
             }
         }
@@ -187,13 +208,22 @@ impl FastPlan {
         let (splitter, byte_level, add_prefix_space) =
             parse_pretok(json.get("pre_tokenizer").unwrap_or(&Value::Null))?;
 
-        let vocab_v = model.get("vocab").and_then(Value::as_object).ok_or("BPE without vocab")?;
+        let vocab_v = model
+            .get("vocab")
+            .and_then(Value::as_object)
+            .ok_or("BPE without vocab")?;
         let mut vocab: FxHashMap<&str, u32> = FxHashMap::default();
         for (k, v) in vocab_v {
-            let id = v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or("bad vocab id")?;
+            let id = v
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .ok_or("bad vocab id")?;
             vocab.insert(k.as_str(), id);
         }
-        let merges_v = model.get("merges").and_then(Value::as_array).ok_or("BPE without merges")?;
+        let merges_v = model
+            .get("merges")
+            .and_then(Value::as_array)
+            .ok_or("BPE without merges")?;
         let mut merges = Vec::with_capacity(merges_v.len());
         for m in merges_v {
             let (a, b): (&str, &str) = match m {
@@ -204,16 +234,22 @@ impl FastPlan {
                     }
                     (parts[0], parts[1])
                 }
-                Value::Array(p) if p.len() == 2 => {
-                    (p[0].as_str().ok_or("bad merge")?, p[1].as_str().ok_or("bad merge")?)
-                }
+                Value::Array(p) if p.len() == 2 => (
+                    p[0].as_str().ok_or("bad merge")?,
+                    p[1].as_str().ok_or("bad merge")?,
+                ),
                 _ => return unsupported("bad merge entry"),
             };
-            let ia = *vocab.get(a).ok_or_else(|| format!("merge token {a:?} not in vocab"))?;
-            let ib = *vocab.get(b).ok_or_else(|| format!("merge token {b:?} not in vocab"))?;
+            let ia = *vocab
+                .get(a)
+                .ok_or_else(|| format!("merge token {a:?} not in vocab"))?;
+            let ib = *vocab
+                .get(b)
+                .ok_or_else(|| format!("merge token {b:?} not in vocab"))?;
             let joined = format!("{a}{b}");
-            let inew =
-                *vocab.get(joined.as_str()).ok_or_else(|| format!("merge {joined:?} not in vocab"))?;
+            let inew = *vocab
+                .get(joined.as_str())
+                .ok_or_else(|| format!("merge {joined:?} not in vocab"))?;
             merges.push((ia, ib, inew));
         }
         let unk = match model.get("unk_token").and_then(Value::as_str) {
@@ -252,7 +288,15 @@ impl FastPlan {
             };
             let max_bytes = vocab.keys().map(|k| k.len()).max().unwrap_or(1);
             let fuse_unk = get_bool(model, "fuse_unk", false);
-            (Init::Chars { chars, byte_fallback, unk, fuse_unk }, max_bytes)
+            (
+                Init::Chars {
+                    chars,
+                    byte_fallback,
+                    unk,
+                    fuse_unk,
+                },
+                max_bytes,
+            )
         };
         let ignore = if get_bool(model, "ignore_merges", false) {
             let decode: FxHashMap<char, u8> = byte_level_chars()
@@ -285,7 +329,14 @@ impl FastPlan {
             }
             other => other,
         };
-        Ok(FastPlan { norm, splitter, add_prefix_space, bpe, byte_level, max_token_bytes })
+        Ok(FastPlan {
+            norm,
+            splitter,
+            add_prefix_space,
+            bpe,
+            byte_level,
+            max_token_bytes,
+        })
     }
 
     /// Apply the normaliser.
@@ -336,11 +387,9 @@ impl FastPlan {
     }
 
     /// Call `f` on each piece of one normalised split (adding the `ByteLevel` prefix space).
-    pub fn for_each_piece<'a>(&self, split: &'a str, f: impl FnMut(&str)) {
+    pub fn for_each_piece(&self, split: &str, f: impl FnMut(&str)) {
         if self.add_prefix_space && !split.is_empty() && !split.starts_with(' ') {
-            let owned = format!(" {split}");
-            let mut f = f;
-            self.splitter.for_each_piece(&owned, |p| f(p));
+            self.splitter.for_each_piece(&format!(" {split}"), f);
         } else {
             self.splitter.for_each_piece(split, f);
         }

@@ -27,7 +27,9 @@ fn byte_level_json(pattern: &str, normalizer: serde_json::Value) -> String {
     }
     let map = |s: &str| s.bytes().map(|b| chars[b as usize]).collect::<String>();
     // Merges over common English fragments and one CJK char (3 bytes → 1 token).
-    let words = ["th", "the", " the", "in", "ing", " a", "an", " an", "er", "  ", "    ", "中", "文"];
+    let words = [
+        "th", "the", " the", "in", "ing", " a", "an", " an", "er", "  ", "    ", "中", "文",
+    ];
     let mut merges = Vec::new();
     for w in words {
         let m = map(w);
@@ -78,7 +80,14 @@ fn sentencepiece_json(byte_fallback: bool) -> String {
         vocab.insert(c.to_string(), json!(vocab.len()));
     }
     let mut merges = Vec::new();
-    for (a, b) in [("▁", "t"), ("h", "e"), ("▁t", "he"), ("i", "n"), ("in", "g"), ("▁", "a")] {
+    for (a, b) in [
+        ("▁", "t"),
+        ("h", "e"),
+        ("▁t", "he"),
+        ("i", "n"),
+        ("in", "g"),
+        ("▁", "a"),
+    ] {
         let j = format!("{a}{b}");
         if !vocab.contains_key(&j) {
             vocab.insert(j, json!(vocab.len()));
@@ -113,12 +122,16 @@ fn texts() -> Vec<String> {
     .iter()
     .map(ToString::to_string)
     .collect();
-    let alphabet: Vec<char> = "the ingan Tʼ'sd\n\t中文，。1234!?é\u{301}🎉".chars().collect();
+    let alphabet: Vec<char> = "the ingan Tʼ'sd\n\t中文，。1234!?é\u{301}🎉"
+        .chars()
+        .collect();
     let mut state: u64 = 42;
     for _ in 0..500 {
         let mut t = String::new();
         for _ in 0..(state % 60) {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             t.push(alphabet[((state >> 33) % alphabet.len() as u64) as usize]);
         }
         state = state.wrapping_add(7);
@@ -141,10 +154,22 @@ fn assert_parity(enc: &Encoder, label: &str) {
 
 #[test]
 fn byte_level_fast_path_matches_reference() {
-    for pattern in [pretok::CL100K_PATTERN, pretok::QWEN2_PATTERN, r"\w+|[^\w\s]+|\s+"] {
-        for norm in [serde_json::Value::Null, json!({"type": "NFC"}), json!({"type": "NFKC"})] {
+    for pattern in [
+        pretok::CL100K_PATTERN,
+        pretok::QWEN2_PATTERN,
+        r"\w+|[^\w\s]+|\s+",
+    ] {
+        for norm in [
+            serde_json::Value::Null,
+            json!({"type": "NFC"}),
+            json!({"type": "NFKC"}),
+        ] {
             let enc = Encoder::from_json(&byte_level_json(pattern, norm)).unwrap();
-            assert!(enc.fast_path_disabled_reason().is_none(), "{:?}", enc.fast_reason);
+            assert!(
+                enc.fast_path_disabled_reason().is_none(),
+                "{:?}",
+                enc.fast_reason
+            );
             assert_parity(&enc, pattern);
         }
     }
@@ -154,18 +179,28 @@ fn byte_level_fast_path_matches_reference() {
 fn sentencepiece_fast_path_matches_reference() {
     for fb in [true, false] {
         let enc = Encoder::from_json(&sentencepiece_json(fb)).unwrap();
-        assert!(enc.fast_path_disabled_reason().is_none(), "{:?}", enc.fast_reason);
+        assert!(
+            enc.fast_path_disabled_reason().is_none(),
+            "{:?}",
+            enc.fast_reason
+        );
         assert_parity(&enc, "sentencepiece");
     }
 }
 
 #[test]
 fn batch_counts_equal_single_counts_for_any_thread_count() {
-    let enc = Encoder::from_json(&byte_level_json(pretok::QWEN2_PATTERN, json!({"type": "NFC"})))
-        .unwrap();
+    let enc = Encoder::from_json(&byte_level_json(
+        pretok::QWEN2_PATTERN,
+        json!({"type": "NFC"}),
+    ))
+    .unwrap();
     let owned = texts();
-    let rows: Vec<Option<&str>> =
-        owned.iter().enumerate().map(|(i, t)| (i % 7 != 3).then_some(t.as_str())).collect();
+    let rows: Vec<Option<&str>> = owned
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i % 7 != 3).then_some(t.as_str()))
+        .collect();
     let one: Vec<Option<u32>> = rows
         .iter()
         .map(|t| t.map(|t| u32::try_from(enc.count(t, false).unwrap()).unwrap()))
@@ -179,8 +214,11 @@ fn batch_counts_equal_single_counts_for_any_thread_count() {
 
 #[test]
 fn bounds_hold() {
-    let enc = Encoder::from_json(&byte_level_json(pretok::CL100K_PATTERN, serde_json::Value::Null))
-        .unwrap();
+    let enc = Encoder::from_json(&byte_level_json(
+        pretok::CL100K_PATTERN,
+        serde_json::Value::Null,
+    ))
+    .unwrap();
     for t in texts() {
         if let Some((lo, hi)) = enc.count_bounds(&t) {
             let n = enc.count(&t, false).unwrap();
@@ -213,9 +251,18 @@ fn shared_tokenizers_fast_path_matches_reference() {
         eprintln!("skipped: {} is absent", root.display());
         return;
     }
-    for name in ["qwen2-bpe151k-rebuilt", "cl100k_base", "phi-2", "phi-3-mini"] {
+    for name in [
+        "qwen2-bpe151k-rebuilt",
+        "cl100k_base",
+        "phi-2",
+        "phi-3-mini",
+    ] {
         let enc = Encoder::from_path(&root.join(name)).unwrap();
-        assert!(enc.fast_path_disabled_reason().is_none(), "{name}: {:?}", enc.fast_reason);
+        assert!(
+            enc.fast_path_disabled_reason().is_none(),
+            "{name}: {:?}",
+            enc.fast_reason
+        );
         assert_parity(&enc, name);
     }
 }
