@@ -35,10 +35,15 @@ use crate::parallel;
 use bpe::Scratch;
 use spec::FastPlan;
 
-/// Pieces longer than this are not cached (they rarely repeat).
-const MAX_CACHED_PIECE: usize = 48;
-/// Entries per thread before the cache is cleared.
+/// Pieces longer than this are not cached.
+const MAX_CACHED_PIECE: usize = 4096;
+/// Entries per thread and map before the map is cleared.
 const MAX_CACHE_ENTRIES: usize = 1 << 20;
+/// Key bytes per thread in the map of pieces of 16 bytes or more before it is cleared: with the
+/// entry overhead, at most ~64 MiB per thread. A CJK clause is one piece under the
+/// cl100k/Qwen2 regexes; real SFT data repeats them (templates, system prompts, duplicates)
+/// and every later pass over the same data (filter, then render) hits.
+const MAX_CACHE_KEY_BYTES: usize = 32 << 20;
 /// Rows per parallel task (also the granularity of Ctrl-C checks).
 const CHUNK: usize = 256;
 
@@ -76,14 +81,40 @@ struct Local {
     /// Pieces of up to 15 bytes, keyed exactly by their bytes and length packed in a `u128`
     /// (integer compare instead of `memcmp`; most pieces are this short).
     short: FxHashMap<u128, u32>,
-    cache: FxHashMap<Vec<u8>, u32>,
+    /// A small direct-mapped front for `short` that stays in the CPU's near caches: the
+    /// frequent pieces (Zipf) hit here without probing the large map. Empty slots hold key 0,
+    /// which no piece has (the length byte of a real key is at least 1).
+    front: Vec<(u128, u32)>,
+    /// Pieces of 16 to `MAX_CACHED_PIECE` bytes, keyed by their bytes.
+    cache: FxHashMap<Box<[u8]>, u32>,
+    cache_key_bytes: usize,
     scratch: Scratch,
 }
 
 impl Local {
     fn clear(&mut self) {
         self.short.clear();
+        self.front.clear();
         self.cache.clear();
+        self.cache_key_bytes = 0;
+    }
+
+    /// The count of a piece of 16 bytes or more, from the cache or counted and stored.
+    fn long_count(&mut self, bytes: &[u8], count: impl FnOnce(&mut Scratch) -> usize) -> usize {
+        if let Some(&c) = self.cache.get(bytes) {
+            return c as usize;
+        }
+        let c = count(&mut self.scratch);
+        if self.cache.len() >= MAX_CACHE_ENTRIES
+            || self.cache_key_bytes + bytes.len() > MAX_CACHE_KEY_BYTES
+        {
+            self.cache.clear();
+            self.cache_key_bytes = 0;
+        }
+        self.cache_key_bytes += bytes.len();
+        self.cache
+            .insert(bytes.into(), u32::try_from(c).unwrap_or(u32::MAX));
+        c
     }
 }
 
@@ -103,25 +134,36 @@ thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::default());
 }
 
-/// The count cached under `key`, else `count()` stored (the map is cleared when full).
-fn cached_count<Q>(
-    map: &mut FxHashMap<Q::Owned, u32>,
-    key: &Q,
-    count: impl FnOnce() -> usize,
-) -> usize
-where
-    Q: ToOwned + Eq + std::hash::Hash + ?Sized,
-    Q::Owned: Eq + std::hash::Hash,
-{
-    if let Some(&c) = map.get(key) {
-        return c as usize;
+/// Slots of the direct-mapped front cache (a power of two; 32 bytes a slot).
+const FRONT_SLOTS: usize = 1 << 12;
+
+/// The count of a piece of at most 15 bytes: the front cache, then the map, else `count()`
+/// stored in both (the map is cleared when full).
+fn cached_short(local: &mut Local, key: u128, count: impl FnOnce(&mut Scratch) -> usize) -> usize {
+    if local.front.is_empty() {
+        local.front = vec![(0, 0); FRONT_SLOTS];
     }
-    let c = count();
-    if map.len() >= MAX_CACHE_ENTRIES {
-        map.clear();
+    #[allow(clippy::cast_possible_truncation)]
+    let slot = {
+        let h = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 52) as usize & (FRONT_SLOTS - 1)
+    };
+    let entry = local.front[slot];
+    if entry.0 == key {
+        return entry.1 as usize;
     }
-    map.insert(key.to_owned(), u32::try_from(c).unwrap_or(u32::MAX));
-    c
+    let c = if let Some(&c) = local.short.get(&key) {
+        c
+    } else {
+        let c = u32::try_from(count(&mut local.scratch)).unwrap_or(u32::MAX);
+        if local.short.len() >= MAX_CACHE_ENTRIES {
+            local.short.clear();
+        }
+        local.short.insert(key, c);
+        c
+    };
+    local.front[slot] = (key, c);
+    c as usize
 }
 
 fn count_pieces(plan: &FastPlan, split: &str, local: &mut Local) -> usize {
@@ -132,18 +174,62 @@ fn count_pieces(plan: &FastPlan, split: &str, local: &mut Local) -> usize {
             n += 1;
             return;
         }
-        let scratch = &mut local.scratch;
         if bytes.len() < 16 {
-            n += cached_count(&mut local.short, &short_key(bytes), || {
+            n += cached_short(local, short_key(bytes), |scratch| {
                 plan.bpe.count(piece, scratch)
             });
         } else if bytes.len() <= MAX_CACHED_PIECE {
-            n += cached_count(&mut local.cache, bytes, || plan.bpe.count(piece, scratch));
+            n += local.long_count(bytes, |scratch| plan.bpe.count(piece, scratch));
         } else {
             n += plan.bpe.count(piece, &mut local.scratch);
         }
     });
     n
+}
+
+/// Leftmost-longest search for added tokens. Few patterns (the usual case) go to the SIMD
+/// "Teddy" searcher, which checks a fingerprint of the first bytes; an automaton with a
+/// start-byte prefilter stops at every space when patterns start with one (Phi-2's runs of
+/// spaces), which made the search a tenth of the counting time.
+enum Matcher {
+    Packed(aho_corasick::packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Matcher {
+    fn new(tokens: &[&AddedToken]) -> Result<Self> {
+        let patterns = || tokens.iter().map(|t| t.content.as_str());
+        let packed = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostLongest)
+            .builder()
+            .extend(patterns())
+            .build();
+        if let Some(searcher) = packed {
+            return Ok(Matcher::Packed(searcher));
+        }
+        AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(patterns())
+            .map(Matcher::Automaton)
+            .map_err(|e| SftError::Tokenizer(format!("cannot index added tokens: {e}")))
+    }
+
+    /// Matches as (pattern index, start, end), leftmost-longest, non-overlapping.
+    fn find_iter<'a>(
+        &'a self,
+        text: &'a str,
+    ) -> Box<dyn Iterator<Item = (usize, usize, usize)> + 'a> {
+        match self {
+            Matcher::Packed(s) => Box::new(
+                s.find_iter(text)
+                    .map(|m| (m.pattern().as_usize(), m.start(), m.end())),
+            ),
+            Matcher::Automaton(ac) => Box::new(
+                ac.find_iter(text)
+                    .map(|m| (m.pattern().as_usize(), m.start(), m.end())),
+            ),
+        }
+    }
 }
 
 /// A part of a split: an added token, or text between added tokens.
@@ -155,7 +241,7 @@ enum Seg<'a> {
 /// Added tokens of one kind (raw or normalised), matched leftmost-longest like
 /// `tokenizers::AddedVocabulary::find_matches`, with its `lstrip`/`rstrip` whitespace rules.
 struct AddedSet {
-    matcher: Option<AhoCorasick>,
+    matcher: Option<Matcher>,
     /// Per pattern: (lstrip, rstrip, single_word).
     flags: Vec<(bool, bool, bool)>,
     /// Any match sends the row to the reference path.
@@ -175,12 +261,7 @@ impl AddedSet {
         let matcher = if tokens.is_empty() {
             None
         } else {
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(tokens.iter().map(|t| t.content.as_str()))
-                    .map_err(|e| SftError::Tokenizer(format!("cannot index added tokens: {e}")))?,
-            )
+            Some(Matcher::new(&tokens)?)
         };
         Ok(AddedSet {
             matcher,
@@ -191,18 +272,18 @@ impl AddedSet {
 
     /// Feed the segments of `text` to `f`; `false` when the row needs the reference path.
     fn split<'t>(&self, text: &'t str, f: &mut dyn FnMut(Seg<'t>)) -> bool {
-        let Some(ac) = &self.matcher else {
+        let Some(matcher) = &self.matcher else {
             f(Seg::Text(text));
             return true;
         };
         let mut offset = 0;
-        for m in ac.find_iter(text) {
-            let (lstrip, rstrip, single_word) = self.flags[m.pattern().as_usize()];
+        for (pattern, m_start, m_end) in matcher.find_iter(text) {
+            let (lstrip, rstrip, single_word) = self.flags[pattern];
             if self.fallback_on_match || single_word {
                 return false;
             }
-            let mut start = m.start();
-            let mut stop = m.end();
+            let mut start = m_start;
+            let mut stop = m_end;
             if lstrip {
                 let trimmed = text[..start].trim_end_matches(char::is_whitespace).len();
                 start = trimmed.max(offset);

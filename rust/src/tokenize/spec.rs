@@ -16,6 +16,15 @@ use unicode_normalization_alignments::{is_nfc_quick, IsNormalized, UnicodeNormal
 use super::bpe::{Bpe, Init};
 use super::pretok::{Splitter, GPT2_PATTERN};
 
+/// Whether NFC leaves `c` alone whatever its neighbours are: NFC quick-check Yes and canonical
+/// combining class 0 (checked for every char of these ranges in `tests::nfc_inert_ranges`).
+/// Covers Latin-1 and Latin Extended, CJK punctuation, CJK ideographs and fullwidth forms, so
+/// most English and Chinese text skips the table-driven quick check.
+#[inline]
+pub(crate) fn nfc_inert(c: char) -> bool {
+    matches!(c, '\0'..='\u{2FF}' | '\u{3000}'..='\u{3029}' | '\u{4E00}'..='\u{9FFF}' | '\u{FF01}'..='\u{FFEF}')
+}
+
 /// One normalisation step the fast path reproduces.
 #[derive(Debug)]
 pub enum NormStep {
@@ -345,7 +354,10 @@ impl FastPlan {
         for step in &self.norm {
             match step {
                 NormStep::Nfc => {
-                    if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes {
+                    if s.is_ascii()
+                        || s.chars().all(nfc_inert)
+                        || is_nfc_quick(s.chars()) == IsNormalized::Yes
+                    {
                         continue;
                     }
                     s = Cow::Owned(s.nfc().map(|(c, _)| c).collect());

@@ -266,3 +266,15 @@ fn shared_tokenizers_fast_path_matches_reference() {
         assert_parity(&enc, name);
     }
 }
+
+#[test]
+fn nfc_inert_ranges() {
+    use unicode_normalization_alignments::char::canonical_combining_class;
+    use unicode_normalization_alignments::{is_nfc_quick, IsNormalized};
+    for c in (0u32..=0x11_0000).filter_map(char::from_u32) {
+        if super::spec::nfc_inert(c) {
+            assert_eq!(canonical_combining_class(c), 0, "{c:?}");
+            assert_eq!(is_nfc_quick(std::iter::once(c)), IsNormalized::Yes, "{c:?}");
+        }
+    }
+}
