@@ -26,6 +26,7 @@ from sftfast.exceptions import (
 from sftfast.expr import length_reason, token_count
 from sftfast.filter import FilterStats, LengthFilterResult, length_filter
 from sftfast.io import scan_jsonl
+from sftfast.rebalance import MixPlan, Rebalanced, rebalance
 from sftfast.tokenizer import Tokenizer, load_tokenizer
 
 __version__: str = _native.__version__
@@ -36,6 +37,8 @@ __all__ = [
     "FilterStats",
     "InputError",
     "LengthFilterResult",
+    "MixPlan",
+    "Rebalanced",
     "SchemaError",
     "SftfastError",
     "ShardError",
@@ -48,6 +51,7 @@ __all__ = [
     "get_num_threads",
     "length_filter",
     "length_reason",
+    "rebalance",
     "scan_jsonl",
     "load_tokenizer",
     "set_num_threads",

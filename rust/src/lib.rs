@@ -11,6 +11,7 @@ pub mod error;
 pub mod jsonl;
 pub mod length_filter;
 pub mod parallel;
+pub mod rebalance;
 pub mod tokenize;
 
 #[cfg(feature = "python")]

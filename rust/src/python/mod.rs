@@ -4,6 +4,7 @@ mod convert;
 mod errors;
 mod functions;
 mod plugins;
+mod rebalance;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -65,5 +66,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     parallel::mark_main_process();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     functions::register(m)?;
+    rebalance::register(m)?;
     Ok(())
 }

@@ -63,3 +63,20 @@ fn length_reason(inputs: &[Series], kwargs: LengthReasonKwargs) -> PolarsResult<
     let labels = outcome.reasons.iter().map(|r| r.map(|r| r.label(&cfg)));
     Ok(StringChunked::from_iter_options("sft_drop_reason".into(), labels).into_series())
 }
+
+#[derive(Deserialize)]
+struct KeyedHashKwargs {
+    seed: u64,
+}
+
+/// xxh3-64 keyed by `seed` over the row's key columns (strings or bytes).
+#[polars_expr(output_type=UInt64)]
+fn keyed_hash(inputs: &[Series], kwargs: KeyedHashKwargs) -> PolarsResult<Series> {
+    let columns = inputs
+        .iter()
+        .map(byte_cells)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(to_polars)?;
+    let hashes = crate::rebalance::keyed_hash(&columns, kwargs.seed).map_err(to_polars)?;
+    Ok(UInt64Chunked::from_vec("sft_hash".into(), hashes).into_series())
+}
