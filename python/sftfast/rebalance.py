@@ -227,7 +227,7 @@ def rebalance(
         raise SchemaError(f"category: column {cat!r} not in the data; columns are {list(schema)}")
     label = pl.col(cat).cast(pl.String)
     units, length_name = _units(lf, schema, unit, length_column, tokenizer, text_columns)
-    h = _plugin("keyed_hash", _key_exprs(schema, key, cat), {"seed": seed}, elementwise=True)
+    h = _plugin("keyed_hash", _key_exprs(schema, key, cat), {"seed": seed - 2**64 if seed >= 2**63 else seed}, elementwise=True)
     bucket = (h // _BUCKET_SHIFT).cast(pl.UInt32)
 
     # Pass 1: rows and units per (raw label, bucket); rows with null units counted apart.

@@ -66,7 +66,8 @@ fn length_reason(inputs: &[Series], kwargs: LengthReasonKwargs) -> PolarsResult<
 
 #[derive(Deserialize)]
 struct KeyedHashKwargs {
-    seed: u64,
+    /// The u64 seed's bits as an i64 (plugin kwargs are pickled; pickle's ints here stop at i64).
+    seed: i64,
 }
 
 /// xxh3-64 keyed by `seed` over the row's key columns (strings or bytes).
@@ -77,6 +78,8 @@ fn keyed_hash(inputs: &[Series], kwargs: KeyedHashKwargs) -> PolarsResult<Series
         .map(byte_cells)
         .collect::<Result<Vec<_>, _>>()
         .map_err(to_polars)?;
-    let hashes = crate::rebalance::keyed_hash(&columns, kwargs.seed).map_err(to_polars)?;
+    let hashes =
+        crate::rebalance::keyed_hash(&columns, u64::from_ne_bytes(kwargs.seed.to_ne_bytes()))
+            .map_err(to_polars)?;
     Ok(UInt64Chunked::from_vec("sft_hash".into(), hashes).into_series())
 }
