@@ -63,3 +63,44 @@ def test_entry_point_help() -> None:
     proc = subprocess.run([sys.executable, "-m", "sftfast.cli", "filter", "--help"],
                           capture_output=True, text=True, check=True)
     assert "--max-total" in proc.stdout
+
+
+def test_rebalance_cli_writes_selection_and_plan(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    df = sftfast.demo_frame(2000, seed=3)
+    src = tmp_path / "data.jsonl"
+    df.write_ndjson(src)
+    with src.open("ab") as fh:
+        fh.write(b'{"question": "unterminated\n')
+    out = tmp_path / "mix.parquet"
+    code = main(["rebalance", str(src), "--category", "category", "--method", "unimax",
+                 "--budget", "600", "--max-epochs", "2", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "MixPlan(method='unimax'" in text and "1 unreadable lines set aside" in text
+    got = pl.read_parquet(out)
+    assert got.height == 600
+    assert set(got.columns) == set(df.columns) | {"sft_repeat"}
+    # Same command, same bytes of selection (rows chosen by keyed hash, not by file order).
+    shuffled = tmp_path / "shuffled.jsonl"
+    df.sample(fraction=1.0, shuffle=True, seed=9).write_ndjson(shuffled)
+    out2 = tmp_path / "mix2.parquet"
+    assert main(["rebalance", str(shuffled), "--category", "category", "--budget", "600",
+                 "--max-epochs", "2", "--out", str(out2), "--quiet"]) == 0
+    key = ["id", "sft_repeat"]
+    assert pl.read_parquet(out2).sort(key).equals(got.sort(key))
+
+
+def test_rebalance_cli_dry_run_and_errors(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "data.parquet"
+    sftfast.demo_frame(300).write_parquet(src)
+    assert main(["rebalance", str(src), "--category", "category", "--method", "weights",
+                 "--weight", "code=2", "--dry-run"]) == 2
+    assert "no value for categories" in capsys.readouterr().err
+    assert main(["rebalance", str(src), "--category", "category", "--method", "cap",
+                 "--cap", "20"]) == 0
+    assert "target" in capsys.readouterr().out
+    assert main(["rebalance", str(src), "--category", "category", "--method", "counts",
+                 "--count", "code"]) == 2
+    assert "expected CATEGORY=NUMBER" in capsys.readouterr().err

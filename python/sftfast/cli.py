@@ -2,6 +2,7 @@
 
 ``sftfast demo``   generate a bilingual SFT set and a tokenizer in-process, filter, print stats.
 ``sftfast filter`` token-length filter files into Parquet, with a per-reason summary.
+``sftfast rebalance`` rebalance categories (UniMax, temperature, caps, weights, counts).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -197,10 +199,64 @@ def run_demo(args: argparse.Namespace) -> FilterStats:
     print("filter: question 2..256, answer 4..1024, total <= 1152 tokens")
     print(res.stats.summary())
     print(f"filtered in {t2 - t1:.2f}s")
+    _, plan = sftfast.rebalance(res.kept, category="category", method="unimax",
+                                budget=res.stats.rows_kept // 2, max_epochs=4, seed=args.seed,
+                                dry_run=True)
+    print(f"\nrebalance (UniMax, half the kept rows, at most 4 epochs per category):\n{plan}")
     if args.out:
         res.kept.write_parquet(args.out)
         print(f"wrote {args.out}")
     return res.stats
+
+
+def _parse_pairs(specs: Sequence[str], what: str, cast: type) -> dict[str, Any] | None:
+    if not specs:
+        return None
+    out: dict[str, Any] = {}
+    for spec in specs:
+        name, sep, value = spec.rpartition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name] = cast(value)
+        except ValueError:
+            raise ConfigError(f"--{what} {spec!r}: expected CATEGORY=NUMBER") from None
+    return out
+
+
+def run_rebalance(args: argparse.Namespace) -> Any:
+    """The ``rebalance`` subcommand; returns the plan it printed."""
+    import sftfast
+
+    scanned = scan_inputs(args.inputs, strict=args.strict)
+    try:
+        sel, plan = sftfast.rebalance(
+            scanned.frame, category=args.category, method=args.method, budget=args.budget,
+            unit=args.unit, max_epochs=args.max_epochs, temperature=args.temperature,
+            cap=args.cap, floor=args.floor, weights=_parse_pairs(args.weight, "weight", float),
+            counts=_parse_pairs(args.count, "count", int), length_column=args.length_column,
+            key=args.key or None, null_category=args.null_category, seed=args.seed,
+            dry_run=args.dry_run or not args.out,
+        )
+        if sel is not None:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="sftfast-", dir=out.parent) as tmp:
+                tmp_out = Path(tmp) / "selected.parquet"
+                sel.drop(SOURCE, ROW, strict=False).sink_parquet(tmp_out, engine="streaming")
+                os.replace(tmp_out, out)
+    finally:
+        if scanned.tempdir is not None:
+            scanned.tempdir.cleanup()
+    if not args.quiet:
+        print(plan)
+        for b in scanned.bad_rows[:5]:
+            print(f"unreadable: {b.source} line {b.line}: {b.reason}")
+        if scanned.bad_rows:
+            print(f"{len(scanned.bad_rows):,} unreadable lines set aside")
+        if sel is not None:
+            print(f"wrote {args.out}")
+    return plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +280,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--strict", action="store_true", help="stop on the first unreadable line")
     f.add_argument("--threads", type=int, default=0)
     f.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    r = sub.add_parser("rebalance", help="rebalance categories into Parquet (or --dry-run)")
+    r.add_argument("inputs", nargs="+", help="JSONL / JSON / Parquet / CSV files")
+    r.add_argument("--category", required=True, help="the category column")
+    r.add_argument("--method", default="unimax",
+                   choices=["proportional", "cap", "temperature", "unimax", "weights", "counts"])
+    r.add_argument("--budget", type=int, help="total units wanted (default: the input total)")
+    r.add_argument("--unit", default="rows", choices=["rows", "tokens", "label_tokens"])
+    r.add_argument("--length-column", help="per-row units for --unit tokens/label_tokens")
+    r.add_argument("--max-epochs", type=float, default=4.0)
+    r.add_argument("--temperature", type=float)
+    r.add_argument("--cap", type=int)
+    r.add_argument("--floor", type=int)
+    r.add_argument("--weight", action="append", default=[], metavar="CATEGORY=W")
+    r.add_argument("--count", action="append", default=[], metavar="CATEGORY=N")
+    r.add_argument("--key", action="append", default=[], help="key column(s) for selection")
+    r.add_argument("--null-category", help="category for rows with a null label")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", help="output Parquet file (without it: plan only)")
+    r.add_argument("--dry-run", action="store_true", help="print the plan only")
+    r.add_argument("--strict", action="store_true", help="stop on the first unreadable line")
+    r.add_argument("--quiet", action="store_true")
     return p
 
 
@@ -234,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_demo(args)
         elif args.command == "filter":
             run_filter(args)
+        elif args.command == "rebalance":
+            run_rebalance(args)
     except SftfastError as exc:
         print(f"sftfast: error: {exc}", file=sys.stderr)
         return 2

@@ -110,9 +110,9 @@ class MixPlan:
         rows = [names] + [[_fmt(v) for v in r] for r in df.rows()]
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(names))]
         lines = [head]
-        for j, r in enumerate(rows):
-            lines.append("  ".join(str(v).rjust(w) if j else str(v).ljust(w)
-                                   for v, w in zip(r, widths)).rstrip())
+        for r in rows:
+            lines.append("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)
+                                   for i, (v, w) in enumerate(zip(r, widths))).rstrip())
         for name, labels in self.merges.items():
             lines.append(f"merged into {name!r}: {labels!r}")
         for reason, n in self.dropped.items():
@@ -187,7 +187,8 @@ def rebalance(
         compute it.
     key
         Columns whose keyed hash orders rows for selection (strings, numbers, booleans);
-        default ``id`` if present, else every string and numeric column except the category.
+        default ``id`` if present, else every string and numeric column except the category and
+        sftfast's own ``sft_*`` columns (so file names and row numbers do not matter).
     null_category
         Put rows with a null category in this category; by default they are dropped and counted
         (``plan.dropped["null_category"]``).
@@ -227,8 +228,9 @@ def rebalance(
         raise SchemaError(f"category: column {cat!r} not in the data; columns are {list(schema)}")
     label = pl.col(cat).cast(pl.String)
     units, length_name = _units(lf, schema, unit, length_column, tokenizer, text_columns)
-    h = _plugin("keyed_hash", _key_exprs(schema, key, cat), {"seed": seed - 2**64 if seed >= 2**63 else seed}, elementwise=True)
-    bucket = (h // _BUCKET_SHIFT).cast(pl.UInt32)
+    keys = _key_exprs(schema, key, cat)
+    seed_bits = {"seed": seed - 2**64 if seed >= 2**63 else seed}
+    bucket = _plugin("keyed_bucket", keys, seed_bits, elementwise=True)
 
     # Pass 1: rows and units per (raw label, bucket); rows with null units counted apart.
     agg = (
@@ -248,27 +250,29 @@ def rebalance(
         counts=None if counts is None else [(str(k), int(v)) for k, v in counts.items()],
         null_category=null_category,
     )
-    raw = [v for v in agg["label"].unique().to_list() if v is not None]
-    idx = label.replace_strict(
-        raw, native.category_of(raw), default=None, return_dtype=pl.UInt32
-    )
-    null_idx = native.category_of([None])[0]
-    if null_idx is not None:
-        idx = pl.when(label.is_null()).then(pl.lit(null_idx, pl.UInt32)).otherwise(idx)
+    raw: list[str | None] = agg["label"].unique().to_list()
+    if None not in raw:
+        raw.append(None)
+    raw_idx = native.category_of(raw)
 
     # Pass 2: the rows of each category's boundary bucket fix the exact threshold.
     table = native.table()
-    k = table.height
-    boundary = table["boundary"].to_list()
-    if any(b is not None for b in boundary):
-        bnd = idx.replace_strict(list(range(k)), boundary, default=None,
-                                 return_dtype=pl.UInt32)
+    sel = _selection(raw, raw_idx, table, seed_bits)
+    if any(b is not None for b in sel["boundary"]):
         edge = (
-            lf.select(c=idx, h=h, u=units, b=bnd)
-            .filter(pl.col("u").is_not_null() & ((pl.col("h") // _BUCKET_SHIFT) == pl.col("b")))
+            lf.select(label=label, h=_plugin("rebalance_boundary", [label, *keys], sel,
+                                             elementwise=True), u=units)
+            .filter(pl.col("h").is_not_null() & pl.col("u").is_not_null())
             .collect(engine="streaming")
         )
-        native.resolve(edge["c"], edge["h"], edge["u"].cast(pl.UInt64))
+        known = [(r, i) for r, i in zip(raw, raw_idx) if r is not None and i is not None]
+        cats = edge["label"].replace_strict([r for r, _ in known], [i for _, i in known],
+                                            default=None, return_dtype=pl.UInt32)
+        null_i = raw_idx[raw.index(None)]
+        if null_i is not None:
+            cats = pl.select(pl.when(edge["label"].is_null()).then(pl.lit(null_i, pl.UInt32))
+                             .otherwise(cats)).to_series()
+        native.resolve(cats, edge["h"], edge["u"].cast(pl.UInt64))
     else:
         empty = pl.Series([], dtype=pl.UInt64)
         native.resolve(pl.Series([], dtype=pl.UInt32), empty, empty)
@@ -290,29 +294,44 @@ def rebalance(
         return Rebalanced(None, plan)
 
     # Pass 3 (lazy): base copies plus one for hashes up to the threshold.
-    ks = list(range(k))
-    base = idx.replace_strict(ks, table["base_copies"].to_list(), default=None,
-                              return_dtype=pl.UInt32)
-    thr = idx.replace_strict(ks, table["threshold"].to_list(), default=None,
-                             return_dtype=pl.UInt64)
-    name = idx.replace_strict(ks, table["category"].to_list(), default=None,
-                              return_dtype=pl.String)
-    copies = base + (h <= thr).fill_null(False).cast(pl.UInt32)
-    tmp_copies, tmp_name = "__sft_copies", "__sft_category"
-    keep = pl.col(tmp_copies) > 0
+    sel = _selection(raw, raw_idx, table, seed_bits)
+    copies = _plugin("rebalance_copies", [label, *keys], sel, elementwise=True)
+    tmp = "__sft_copies"
+    keep = pl.col(tmp) > 0
     if length_name is not None:
         keep = keep & units.is_not_null()
-    out = (
-        lf.with_columns(copies.alias(tmp_copies), name.alias(tmp_name))
-        .filter(keep)
-        .with_columns(
-            pl.col(tmp_name).alias(cat),
-            pl.int_ranges(0, pl.col(tmp_copies), dtype=pl.UInt32).alias(REPEAT),
-        )
-        .explode(REPEAT)
-        .drop(tmp_copies, tmp_name)
-    )
-    return Rebalanced(out, plan)
+    out = lf.with_columns(copies.alias(tmp)).filter(keep)
+    if plan.merges or (null_category is not None and None in raw):
+        names = [None if i is None else table["category"][i] for i in raw_idx]
+        known = [(r, n) for r, n in zip(raw, names) if r is not None]
+        renamed = label.replace_strict([r for r, _ in known], [n for _, n in known],
+                                       default=None, return_dtype=pl.String)
+        if null_category is not None:
+            renamed = pl.when(label.is_null()).then(pl.lit(names[raw.index(None)])).otherwise(
+                renamed)
+        out = out.with_columns(renamed.alias(cat))
+    most = int(table["base_copies"].max() or 0) + int(table["threshold"].is_not_null().any())
+    if most > 1:
+        out = out.with_columns(
+            pl.int_ranges(0, pl.col(tmp), dtype=pl.UInt32).alias(REPEAT)
+        ).explode(REPEAT)
+    else:
+        out = out.with_columns(pl.lit(0, pl.UInt32).alias(REPEAT))
+    return Rebalanced(out.drop(tmp), plan)
+
+
+def _selection(raw: list[str | None], raw_idx: list[int | None], table: pl.DataFrame,
+               seed_bits: dict[str, int]) -> dict[str, Any]:
+    """Plugin kwargs: per raw label, its category's base copies, threshold and boundary."""
+    pairs = [(r, i) for r, i in zip(raw, raw_idx) if i is not None]
+    base, thr, bnd = (table[c].to_list() for c in ("base_copies", "threshold", "boundary"))
+    return seed_bits | {
+        "labels": [r for r, _ in pairs],
+        "base": [int(base[i]) for _, i in pairs],
+        "threshold": [None if thr[i] is None else (thr[i] - 2**64 if thr[i] >= 2**63 else thr[i])
+                      for _, i in pairs],
+        "boundary": [bnd[i] for _, i in pairs],
+    }
 
 
 def _category_name(category: str | None, category_column: str | None) -> str:
@@ -364,7 +383,8 @@ def _units(
 def _key_exprs(schema: pl.Schema, key: str | Sequence[str] | None, cat: str) -> list[pl.Expr]:
     if key is None:
         names = ["id"] if "id" in schema else [
-            c for c, t in schema.items() if c != cat and _hashable(t)
+            c for c, t in schema.items()
+            if c != cat and not c.startswith("sft_") and _hashable(t)
         ]
         if not names:
             raise SchemaError(
@@ -383,7 +403,12 @@ def _key_exprs(schema: pl.Schema, key: str | Sequence[str] | None, cat: str) -> 
             raise SchemaError(
                 f"key: column {c!r} has type {t}; use string, binary, numeric or boolean columns"
             )
-        exprs.append(pl.col(c) if t in (pl.String, pl.Binary) else pl.col(c).cast(pl.String))
+        if t in (pl.String, pl.Binary):
+            exprs.append(pl.col(c))
+        elif t.is_integer():
+            exprs.append(pl.col(c).cast(pl.Int64, wrap_numerical=True))
+        else:
+            exprs.append(pl.col(c).cast(pl.String))
     return exprs
 
 

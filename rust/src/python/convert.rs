@@ -46,6 +46,18 @@ pub(crate) fn str_cells(s: &Series) -> Result<Vec<Option<&str>>, SftError> {
     }
 }
 
+/// A key column for `rebalance::keyed_hash`: strings or bytes as bytes, Int64 as integers.
+///
+/// # Errors
+/// [`SftError::Schema`] naming the column for any other type (the Python side casts first).
+pub(crate) fn key_column(s: &Series) -> Result<crate::rebalance::KeyColumn<'_>, SftError> {
+    if s.dtype() == &DataType::Int64 {
+        let v = s.i64().map_err(|e| SftError::Schema(e.to_string()))?;
+        return Ok(crate::rebalance::KeyColumn::Int(v.iter().collect()));
+    }
+    byte_cells(s).map(crate::rebalance::KeyColumn::Bytes)
+}
+
 /// Core error → Polars error (for plugins), keeping the message.
 pub(crate) fn to_polars(e: SftError) -> PolarsError {
     PolarsError::ComputeError(e.to_string().into())

@@ -5,7 +5,7 @@ use polars::prelude::*;
 use pyo3_polars::derive::polars_expr;
 use serde::Deserialize;
 
-use super::convert::{byte_cells, str_cells, to_polars};
+use super::convert::{byte_cells, key_column, str_cells, to_polars};
 use crate::length_filter::{length_filter, FieldBounds, LengthFilterConfig};
 use crate::parallel;
 use crate::tokenize::registry;
@@ -70,16 +70,72 @@ struct KeyedHashKwargs {
     seed: i64,
 }
 
-/// xxh3-64 keyed by `seed` over the row's key columns (strings or bytes).
-#[polars_expr(output_type=UInt64)]
-fn keyed_hash(inputs: &[Series], kwargs: KeyedHashKwargs) -> PolarsResult<Series> {
-    let columns = inputs
+fn seed_bits(seed: i64) -> u64 {
+    u64::from_ne_bytes(seed.to_ne_bytes())
+}
+
+/// Key columns (strings, bytes or Int64) → their keyed hashes.
+fn hashes(keys: &[Series], seed: i64) -> PolarsResult<Vec<u64>> {
+    let columns = keys
         .iter()
-        .map(byte_cells)
+        .map(key_column)
         .collect::<Result<Vec<_>, _>>()
         .map_err(to_polars)?;
-    let hashes =
-        crate::rebalance::keyed_hash(&columns, u64::from_ne_bytes(kwargs.seed.to_ne_bytes()))
-            .map_err(to_polars)?;
-    Ok(UInt64Chunked::from_vec("sft_hash".into(), hashes).into_series())
+    crate::rebalance::keyed_hash(&columns, seed_bits(seed)).map_err(to_polars)
+}
+
+/// xxh3-64 keyed by `seed` over the row's key columns.
+#[polars_expr(output_type=UInt64)]
+fn keyed_hash(inputs: &[Series], kwargs: KeyedHashKwargs) -> PolarsResult<Series> {
+    let h = hashes(inputs, kwargs.seed)?;
+    Ok(UInt64Chunked::from_vec("sft_hash".into(), h).into_series())
+}
+
+/// The histogram bucket (top 12 bits) of the keyed hash.
+#[polars_expr(output_type=UInt32)]
+fn keyed_bucket(inputs: &[Series], kwargs: KeyedHashKwargs) -> PolarsResult<Series> {
+    let h = hashes(inputs, kwargs.seed)?;
+    let b = h
+        .into_iter()
+        .map(|x| u32::from(crate::rebalance::bucket_of(x)));
+    Ok(UInt32Chunked::from_iter_values("sft_bucket".into(), b).into_series())
+}
+
+#[derive(Deserialize)]
+struct SelectKwargs {
+    seed: i64,
+    /// Per raw label (`None` = null label): base copies, threshold bits, boundary bucket.
+    labels: Vec<Option<String>>,
+    base: Vec<u32>,
+    threshold: Vec<Option<i64>>,
+    boundary: Vec<Option<u16>>,
+}
+
+fn selector(kw: &SelectKwargs) -> crate::rebalance::Selector {
+    crate::rebalance::Selector::new(
+        kw.labels
+            .iter()
+            .zip(&kw.base)
+            .zip(kw.threshold.iter().zip(&kw.boundary))
+            .map(|((l, &b), (t, &bnd))| (l.clone(), b, t.map(seed_bits), bnd))
+            .collect(),
+    )
+}
+
+/// Copies of each row (`inputs[0]` = the label column, the rest = key columns).
+#[polars_expr(output_type=UInt32)]
+fn rebalance_copies(inputs: &[Series], kwargs: SelectKwargs) -> PolarsResult<Series> {
+    let labels = str_cells(&inputs[0]).map_err(to_polars)?;
+    let h = hashes(&inputs[1..], kwargs.seed)?;
+    let c = selector(&kwargs).copies(&labels, &h);
+    Ok(UInt32Chunked::from_vec("sft_copies".into(), c).into_series())
+}
+
+/// The keyed hash of rows in their label's boundary bucket, else null.
+#[polars_expr(output_type=UInt64)]
+fn rebalance_boundary(inputs: &[Series], kwargs: SelectKwargs) -> PolarsResult<Series> {
+    let labels = str_cells(&inputs[0]).map_err(to_polars)?;
+    let h = hashes(&inputs[1..], kwargs.seed)?;
+    let b = selector(&kwargs).boundary_hashes(&labels, &h);
+    Ok(UInt64Chunked::from_iter_options("sft_hash".into(), b.into_iter()).into_series())
 }
