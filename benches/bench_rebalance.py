@@ -6,8 +6,9 @@ text), same probabilities (p_i ∝ sqrt(n_i)), same output (the selected rows wr
 Parquet). HF runs first with `stopping_strategy="first_exhausted"`; its output length becomes
 sftfast's budget (`method="weights"` with the same p, `max_epochs=1`: like `first_exhausted`,
 no row is repeated), so both write the same number of rows.
-Each tool runs in its own subprocess; CPU-seconds (user+sys, all threads) and peak RSS come from
-`wait4`. HF's steps are its documented ones: `Dataset.from_parquet`, one batched Arrow `filter`
+Each tool runs in its own subprocess (whole process: interpreter start, imports, all passes,
+the Parquet write); CPU-seconds (user+sys, all threads) and peak RSS come from `wait4`. sftfast
+runs with 1 and 2 Polars threads; HF is single-threaded. HF's steps are its documented ones: `Dataset.from_parquet`, one batched Arrow `filter`
 per category, `interleave_datasets`, `to_parquet`.
 
     python3 benches/bench_rebalance.py --rows 10000000 --repeats 3
@@ -106,14 +107,15 @@ def worker(tool: str, spec_file: str) -> None:
     print(json.dumps({"rows_out": n, "wall": time.perf_counter() - t0}))
 
 
-def measure_rusage(tool: str, spec: dict, tmp: Path) -> dict:
+def measure_rusage(tool: str, spec: dict, tmp: Path, threads: int = 1) -> dict:
     """Run a worker; CPU and peak RSS of that child only, from wait4."""
     spec_file = tmp / f"spec-{tool}.json"
     spec_file.write_text(json.dumps(spec))
     cmd = [sys.executable, __file__, "--worker", tool, str(spec_file)]
     out_path, err_path = tmp / f"{tool}.out", tmp / f"{tool}.err"
+    env = os.environ | {"POLARS_MAX_THREADS": str(threads), "SFTFAST_NUM_THREADS": str(threads)}
     with open(out_path, "w") as fo, open(err_path, "w") as fe:
-        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe)
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env)
         _, status, ru = os.wait4(proc.pid, 0)
     if status != 0:
         sys.exit(f"worker failed: {shlex.join(cmd)}\n{err_path.read_text()[-3000:]}")
@@ -129,6 +131,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tools", nargs="+", default=["hf", "sftfast"], choices=["hf", "sftfast"])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="sftfast thread counts (HF is single-threaded)")
     ap.add_argument("--budget", type=int, help="sftfast budget when HF does not run "
                                                "(default: 60%% of the rows)")
     ap.add_argument("--dir", type=Path, default=None, help="scratch directory (default: /tmp)")
@@ -146,31 +150,32 @@ def main() -> None:
         probs = probabilities(sizes)
         spec = {"files": files, "probs": probs, "seed": 0,
                 "budget": args.budget or int(args.rows * 0.6)}
-        results: dict[str, list[dict]] = {t: [] for t in args.tools}
+        configs = [("hf", 1)] if "hf" in args.tools else []
+        configs += [("sftfast", t) for t in args.threads] if "sftfast" in args.tools else []
+        results: dict[tuple[str, int], list[dict]] = {c: [] for c in configs}
         for rep in range(args.repeats):
-            for tool in args.tools:
+            for tool, threads in configs:
                 spec["out"] = str(tmp / f"out-{tool}.parquet")
-                r = measure_rusage(tool, spec, tmp)
+                r = measure_rusage(tool, spec, tmp, threads)
                 if tool == "hf":
                     spec["budget"] = r["rows_out"]  # same output size for sftfast
-                results[tool].append(r)
-                print(f"[{time.strftime('%H:%M:%S')}] run {rep} {tool}: {r}", file=sys.stderr,
-                      flush=True)
+                results[(tool, threads)].append(r)
+                print(f"[{time.strftime('%H:%M:%S')}] run {rep} {tool} {threads}t: {r}",
+                      file=sys.stderr, flush=True)
         print(f"\nCommand: `python3 {shlex.join(sys.argv)}`\n")
         print(f"{args.rows:,} rows, {len(CATEGORIES)} categories, probabilities ∝ sqrt(n); "
               f"medians of {args.repeats} run(s); load average {os.getloadavg()[0]:.2f}\n")
-        print("| tool | rows out | CPU-s | wall s | peak RSS MB | rows/CPU-s |")
-        print("|---|---|---|---|---|---|")
-        med = {}
-        for tool, rs in results.items():
-            cpu = statistics.median(r["cpu"] for r in rs)
+        print("| tool | threads | rows out | CPU-s | wall s | peak RSS MB | input rows/CPU-s "
+              "| × HF per CPU-s |")
+        print("|---|---|---|---|---|---|---|---|")
+        med = {c: statistics.median(r["cpu"] for r in rs) for c, rs in results.items()}
+        for (tool, threads), rs in results.items():
+            cpu = med[(tool, threads)]
             wall = statistics.median(r["wall"] for r in rs)
             rss = max(r["rss_mb"] for r in rs)
-            med[tool] = cpu
-            print(f"| {tool} | {rs[-1]['rows_out']:,} | {cpu:.2f} | {wall:.2f} | {rss:.0f} | "
-                  f"{args.rows / cpu:,.0f} |")
-        if len(med) == 2:
-            print(f"\nsftfast is **{med['hf'] / med['sftfast']:.1f}x** HF per CPU-second.")
+            ratio = f"{med[('hf', 1)] / cpu:.1f}" if tool == "sftfast" and ("hf", 1) in med else ""
+            print(f"| {tool} | {threads} | {rs[-1]['rows_out']:,} | {cpu:.2f} | {wall:.2f} "
+                  f"| {rss:.0f} | {args.rows / cpu:,.0f} | {ratio} |")
 
 
 if __name__ == "__main__":
