@@ -13,6 +13,15 @@ import polars as pl
 
 from sftfast import _native
 from sftfast import expr as _expr  # registers the `sft` namespace
+from sftfast.dedup import (
+    DedupStats,
+    ExactDedupResult,
+    NearDedupResult,
+    exact_dedup,
+    exact_key,
+    minhash,
+    near_dedup,
+)
 from sftfast.demo import demo_frame, demo_tokenizer, demo_tokenizer_json
 from sftfast.exceptions import (
     ConfigError,
@@ -33,6 +42,9 @@ __version__: str = _native.__version__
 
 __all__ = [
     "ConfigError",
+    "DedupStats",
+    "ExactDedupResult",
+    "NearDedupResult",
     "FileError",
     "FilterStats",
     "InputError",
@@ -45,6 +57,10 @@ __all__ = [
     "Tokenizer",
     "TokenizerError",
     "count_tokens",
+    "exact_dedup",
+    "exact_key",
+    "minhash",
+    "near_dedup",
     "demo_frame",
     "demo_tokenizer",
     "demo_tokenizer_json",

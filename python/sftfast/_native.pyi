@@ -40,3 +40,22 @@ def rebalance_plan(
     counts: list[tuple[str, int]] | None = None,
     null_category: str | None = None,
 ) -> RebalancePlan: ...
+
+class NearDedup:
+    def __init__(
+        self,
+        *,
+        num_perm: int = 128,
+        ngram: int = 5,
+        threshold: float = 0.8,
+        seed: int = 0,
+        num_bands: int | None = None,
+        verify_threshold: float | None = None,
+        nfkc: bool = True,
+        lowercase: bool = True,
+    ) -> None: ...
+    def add(self, texts: pl.Series) -> None: ...
+    def __len__(self) -> int: ...
+    def finish(
+        self, keep: str = "first", scores: pl.Series | None = None
+    ) -> tuple[pl.DataFrame, list[tuple[str, int]], list[int]]: ...

@@ -95,3 +95,15 @@ class SftNamespace:
     def token_count(self, tokenizer: Any, *, add_special_tokens: bool = False) -> pl.Expr:
         """Exact token count per row; see :func:`sftfast.token_count`."""
         return token_count(self._expr, tokenizer, add_special_tokens=add_special_tokens)
+
+    def minhash(self, **kwargs: Any) -> pl.Expr:
+        """MinHash signature per row (list of UInt32); see :func:`sftfast.minhash`."""
+        from sftfast.dedup import minhash
+
+        return minhash(self._expr, **kwargs)
+
+    def exact_key(self, **kwargs: Any) -> pl.Expr:
+        """Normalised exact-dedup key per row; see :func:`sftfast.exact_key`."""
+        from sftfast.dedup import exact_key
+
+        return exact_key(self._expr.meta.output_name(), **kwargs)

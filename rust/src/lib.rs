@@ -6,12 +6,17 @@
 // Tests may unwrap: a panic there is a failed test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cluster;
 pub mod demo;
 pub mod error;
 pub mod jsonl;
 pub mod length_filter;
+pub mod lsh;
+pub mod minhash;
+pub mod near_dedup;
 pub mod parallel;
 pub mod rebalance;
+pub mod textnorm;
 pub mod tokenize;
 
 #[cfg(feature = "python")]

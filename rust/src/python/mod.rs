@@ -1,6 +1,7 @@
 //! The PyO3 layer: conversion and GIL release only. No algorithm lives here.
 
 mod convert;
+mod dedup;
 mod errors;
 mod functions;
 mod plugins;
@@ -67,5 +68,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     functions::register(m)?;
     rebalance::register(m)?;
+    dedup::register(m)?;
     Ok(())
 }

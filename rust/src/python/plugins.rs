@@ -139,3 +139,91 @@ fn rebalance_boundary(inputs: &[Series], kwargs: SelectKwargs) -> PolarsResult<S
     let b = selector(&kwargs).boundary_hashes(&labels, &h);
     Ok(UInt64Chunked::from_iter_options("sft_hash".into(), b.into_iter()).into_series())
 }
+
+#[derive(Deserialize)]
+struct ExactKeyKwargs {
+    nfkc: bool,
+    lowercase: bool,
+    fold_whitespace: bool,
+    fold_punctuation: bool,
+    /// 64 or 128.
+    bits: u32,
+}
+
+/// The exact-dedup key of each row over its text columns: UInt64 (`bits = 64`) or a 16-byte
+/// Binary (`bits = 128`).
+#[polars_expr(output_type_func_with_kwargs=exact_key_type)]
+fn exact_key(inputs: &[Series], kwargs: ExactKeyKwargs) -> PolarsResult<Series> {
+    let opts = crate::textnorm::NormOptions {
+        nfkc: kwargs.nfkc,
+        lowercase: kwargs.lowercase,
+        fold_whitespace: kwargs.fold_whitespace,
+        fold_punctuation: kwargs.fold_punctuation,
+    };
+    let cols = inputs
+        .iter()
+        .map(str_cells)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(to_polars)?;
+    let n = cols.first().map_or(0, Vec::len);
+    let keys = crate::textnorm::exact_keys(&cols, n, opts).map_err(to_polars)?;
+    if kwargs.bits == 64 {
+        #[allow(clippy::cast_possible_truncation)]
+        let v: Vec<u64> = keys.iter().map(|&k| k as u64).collect();
+        Ok(UInt64Chunked::from_vec("sft_exact_key".into(), v).into_series())
+    } else {
+        let bytes: Vec<[u8; 16]> = keys.iter().map(|k| k.to_le_bytes()).collect();
+        Ok(BinaryChunked::from_iter_values("sft_exact_key".into(), bytes.iter().map(|b| &b[..]))
+            .into_series())
+    }
+}
+
+fn exact_key_type(_: &[Field], kwargs: ExactKeyKwargs) -> PolarsResult<Field> {
+    let dtype = if kwargs.bits == 64 { DataType::UInt64 } else { DataType::Binary };
+    Ok(Field::new("sft_exact_key".into(), dtype))
+}
+
+#[derive(Deserialize)]
+struct MinhashKwargs {
+    num_perm: usize,
+    ngram: usize,
+    seed: i64,
+    nfkc: bool,
+    lowercase: bool,
+}
+
+/// The MinHash signature of each text as a list of `num_perm` UInt32 (null text → null).
+#[polars_expr(output_type_func=minhash_type)]
+fn minhash(inputs: &[Series], kwargs: MinhashKwargs) -> PolarsResult<Series> {
+    let texts = str_cells(&inputs[0]).map_err(to_polars)?;
+    let norm = crate::textnorm::NormOptions {
+        nfkc: kwargs.nfkc,
+        lowercase: kwargs.lowercase,
+        ..crate::textnorm::NormOptions::default()
+    };
+    let hasher =
+        crate::minhash::MinHasher::new(kwargs.num_perm, kwargs.ngram, seed_bits(kwargs.seed), norm)
+            .map_err(to_polars)?;
+    let sigs = crate::minhash::signatures(&hasher, &texts).map_err(to_polars)?;
+    let mut b = ListPrimitiveChunkedBuilder::<UInt32Type>::new(
+        inputs[0].name().clone(),
+        texts.len(),
+        texts.len() * kwargs.num_perm,
+        DataType::UInt32,
+    );
+    for (t, sig) in texts.iter().zip(sigs.chunks_exact(kwargs.num_perm.max(1))) {
+        if t.is_some() {
+            b.append_slice(sig);
+        } else {
+            b.append_null();
+        }
+    }
+    Ok(b.finish().into_series())
+}
+
+fn minhash_type(fields: &[Field]) -> PolarsResult<Field> {
+    Ok(Field::new(
+        fields[0].name().clone(),
+        DataType::List(Box::new(DataType::UInt32)),
+    ))
+}
