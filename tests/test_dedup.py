@@ -119,6 +119,9 @@ def test_same_result_for_threads_batches_and_lazy_input(tmp_path) -> None:
     df = pl.DataFrame({"text": texts})
     ref = sftfast.near_dedup(df).cluster.to_list()
     assert sftfast.near_dedup(df, batch_rows=7).cluster.to_list() == ref
+    assert sftfast.near_dedup(df, spill=True).cluster.to_list() == ref
+    assert sftfast.near_dedup(df, spill=tmp_path / "spill").cluster.to_list() == ref
+    assert list((tmp_path / "spill").iterdir()) == []
     lazy = sftfast.near_dedup(df.lazy(), batch_rows=13)
     assert lazy.cluster.to_list() == ref
     assert lazy.frame.collect()["dup_cluster"].to_list() == ref

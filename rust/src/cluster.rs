@@ -45,7 +45,9 @@ impl UnionFind {
     /// The root of every row.
     pub fn roots(&mut self) -> Vec<u32> {
         #[allow(clippy::cast_possible_truncation)]
-        (0..self.parent.len() as u32).map(|x| self.find(x)).collect()
+        (0..self.parent.len() as u32)
+            .map(|x| self.find(x))
+            .collect()
     }
 }
 
@@ -129,7 +131,10 @@ mod tests {
     #[test]
     fn keep_policies() {
         let roots = vec![0, 0, 0, 3];
-        assert_eq!(representatives(&roots, &Keep::First).unwrap(), vec![0, 0, 0, 3]);
+        assert_eq!(
+            representatives(&roots, &Keep::First).unwrap(),
+            vec![0, 0, 0, 3]
+        );
         let longest = Keep::Longest(vec![5, 9, 9, 1]);
         assert_eq!(representatives(&roots, &longest).unwrap(), vec![1, 1, 1, 3]);
         let score = Keep::Score(vec![f64::NAN, 0.5, 2.0, 0.0]);

@@ -107,7 +107,10 @@ mod tests {
             let rows = choose_bands(perm, t, 0.5, 0.5);
             assert_eq!(rows.iter().sum::<usize>(), perm);
             assert!(candidate_probability(&rows, t) > 0.3, "{perm} {t} {rows:?}");
-            assert!(candidate_probability(&rows, t - 0.3) < 0.2, "{perm} {t} {rows:?}");
+            assert!(
+                candidate_probability(&rows, t - 0.3) < 0.2,
+                "{perm} {t} {rows:?}"
+            );
         }
     }
 

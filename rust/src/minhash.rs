@@ -109,7 +109,9 @@ impl MinHasher {
             )));
         }
         if ngram == 0 || ngram > 32 {
-            return Err(SftError::Config(format!("ngram: expected 1..=32, got {ngram}")));
+            return Err(SftError::Config(format!(
+                "ngram: expected 1..=32, got {ngram}"
+            )));
         }
         let mut state = seed ^ 0x5F73_6674_6661_7374; // "_sftfast"
         let a = (0..num_perm).map(|_| splitmix64(&mut state) | 1).collect();
@@ -124,7 +126,7 @@ impl MinHasher {
     }
 
     /// Write the signature of `text` into `sig` (length `num_perm`); returns the number of
-    /// shingles (0: the document has no tokens and `sig` is all [`EMPTY`]).
+    /// shingles, repeats included (0: the document has no tokens and `sig` is all [`EMPTY`]).
     pub fn signature(&self, text: &str, scratch: &mut Scratch, sig: &mut [u32]) -> usize {
         sig.fill(EMPTY);
         scratch.tokens.clear();
@@ -143,8 +145,8 @@ impl MinHasher {
             }
             sh.push(fmix64(h));
         }
-        sh.sort_unstable();
-        sh.dedup();
+        // No dedup of repeated shingles: `min` ignores repeats, and sorting cost more than the
+        // updates it saved (measured on the dedup bench corpus).
         update(&self.a, &self.b, sh, sig);
         sh.len()
     }

@@ -38,6 +38,9 @@ pub struct NearDedupConfig {
     pub verify_threshold: Option<f64>,
     /// Normalisation before tokens are taken.
     pub norm: NormOptions,
+    /// Keep band keys in files under this folder instead of memory (one file per band, read
+    /// back one band at a time by [`NearDedup::finish`]).
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for NearDedupConfig {
@@ -50,6 +53,7 @@ impl Default for NearDedupConfig {
             num_bands: None,
             verify_threshold: None,
             norm: NormOptions::default(),
+            spill_dir: None,
         }
     }
 }
@@ -86,14 +90,27 @@ pub struct DedupOutcome {
     pub rows_per_band: Vec<usize>,
 }
 
+/// A spilled band's keys (and the file removed).
+fn read_band(path: &std::path::Path) -> Result<Vec<u64>> {
+    let bytes =
+        std::fs::read(path).map_err(|e| SftError::io(format!("reading {}", path.display()), e))?;
+    let _ = std::fs::remove_file(path);
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect())
+}
+
 /// A near-dedup run: add batches, then finish.
 #[derive(Debug)]
 pub struct NearDedup {
     cfg: NearDedupConfig,
     hasher: MinHasher,
     rows_per_band: Vec<usize>,
-    /// Per band: the key of every row (unused for rows without tokens).
+    /// Per band: the key of every row (unused for rows without tokens), in memory...
     bands: Vec<Vec<u64>>,
+    /// ...or appended to one file per band.
+    spill: Vec<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>,
     has_tokens: Vec<bool>,
     lengths: Vec<u64>,
     sigs: Option<Vec<u32>>,
@@ -143,8 +160,18 @@ impl NearDedup {
                 )))
             }
         };
+        let mut spill = Vec::new();
+        if let Some(dir) = &cfg.spill_dir {
+            for j in 0..rows_per_band.len() {
+                let path = dir.join(format!("sftfast-band-{j:03}.u64"));
+                let f = std::fs::File::create(&path)
+                    .map_err(|e| SftError::io(format!("creating {}", path.display()), e))?;
+                spill.push((path, std::io::BufWriter::with_capacity(1 << 20, f)));
+            }
+        }
         Ok(NearDedup {
             bands: vec![Vec::new(); rows_per_band.len()],
+            spill,
             sigs: cfg.verify_threshold.map(|_| Vec::new()),
             cfg,
             hasher,
@@ -206,9 +233,19 @@ impl NearDedup {
                 .collect::<Result<Vec<_>>>()
         })??;
         for (keys, flags, sigs) in chunks {
-            for row in keys.chunks_exact(nb) {
-                for (band, &k) in self.bands.iter_mut().zip(row) {
-                    band.push(k);
+            if self.spill.is_empty() {
+                for row in keys.chunks_exact(nb) {
+                    for (band, &k) in self.bands.iter_mut().zip(row) {
+                        band.push(k);
+                    }
+                }
+            } else {
+                use std::io::Write;
+                for row in keys.chunks_exact(nb) {
+                    for ((path, w), &k) in self.spill.iter_mut().zip(row) {
+                        w.write_all(&k.to_le_bytes())
+                            .map_err(|e| SftError::io(format!("writing {}", path.display()), e))?;
+                    }
                 }
             }
             self.has_tokens.extend_from_slice(&flags);
@@ -244,10 +281,26 @@ impl NearDedup {
         };
         let np = self.hasher.num_perm();
         let verify = self.cfg.verify_threshold;
-        let bands = std::mem::take(&mut self.bands);
+        let mut bands = std::mem::take(&mut self.bands);
+        let spilled: Vec<std::path::PathBuf> = std::mem::take(&mut self.spill)
+            .into_iter()
+            .map(|(path, w)| {
+                w.into_inner().map_err(|e| {
+                    SftError::io(format!("writing {}", path.display()), e.into_error())
+                })?;
+                Ok(path)
+            })
+            .collect::<Result<_>>()?;
         // Sort the bands in parallel (two at a time bounds the extra memory), union in order.
-        for pair in bands.chunks(2) {
+        let nbands = self.rows_per_band.len();
+        for first in (0..nbands).step_by(2) {
             parallel::check_cancel()?;
+            let pair: Vec<Vec<u64>> = (first..nbands.min(first + 2))
+                .map(|j| match spilled.get(j) {
+                    Some(path) => read_band(path),
+                    None => Ok(std::mem::take(&mut bands[j])),
+                })
+                .collect::<Result<_>>()?;
             let mut sorted: Vec<Vec<(u64, u32)>> = parallel::install(|| {
                 pair.par_iter()
                     .map(|keys| {
@@ -345,12 +398,28 @@ mod tests {
         assert_eq!(out.stats.clusters, 2);
         assert_eq!(out.stats.rows_without_tokens, 2);
         // Same result for one batch, other thread counts, and with verification.
-        assert_eq!(run(&texts, NearDedupConfig::default(), 100).cluster, out.cluster);
+        assert_eq!(
+            run(&texts, NearDedupConfig::default(), 100).cluster,
+            out.cluster
+        );
         let verified = NearDedupConfig {
             verify_threshold: Some(0.7),
             ..NearDedupConfig::default()
         };
         assert_eq!(run(&texts, verified, 2).cluster, out.cluster);
+        let dir = std::env::temp_dir().join(format!("sftfast-spill-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spilled = NearDedupConfig {
+            spill_dir: Some(dir.clone()),
+            ..NearDedupConfig::default()
+        };
+        assert_eq!(run(&texts, spilled, 3).cluster, out.cluster);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "band files removed"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -370,11 +439,17 @@ mod tests {
             threshold: 1.5,
             ..NearDedupConfig::default()
         };
-        assert!(NearDedup::new(bad).unwrap_err().to_string().contains("threshold"));
+        assert!(NearDedup::new(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("threshold"));
         let bad = NearDedupConfig {
             num_bands: Some(1000),
             ..NearDedupConfig::default()
         };
-        assert!(NearDedup::new(bad).unwrap_err().to_string().contains("num_bands"));
+        assert!(NearDedup::new(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("num_bands"));
     }
 }

@@ -45,13 +45,48 @@ pub fn is_cjk(c: char) -> bool {
         | '\u{F900}'..='\u{FAFF}' | '\u{AC00}'..='\u{D7AF}')
 }
 
-/// `text` after NFKC when asked (borrowed when nothing changes).
-fn nfkc(text: &str, opts: NormOptions) -> std::borrow::Cow<'_, str> {
-    if opts.nfkc && !text.is_ascii() {
-        std::borrow::Cow::Owned(text.nfkc().map(|(c, _)| c).collect())
-    } else {
-        std::borrow::Cow::Borrowed(text)
+/// Chars NFKC leaves alone whatever surrounds them (NFKC quick-check Yes, canonical combining
+/// class 0, not a composition target): ASCII, CJK ideographs, hangul syllables, kana and the
+/// common CJK punctuation (checked char by char in `tests::nfkc_fast_path_is_exact`).
+#[inline]
+fn nfkc_inert(c: char) -> bool {
+    matches!(c,
+        '\0'..='\u{7F}' | '\u{3001}'..='\u{3003}' | '\u{3008}'..='\u{3011}'
+        | '\u{3041}'..='\u{3096}' | '\u{30A1}'..='\u{30FA}' | '\u{3400}'..='\u{4DBF}'
+        | '\u{4E00}'..='\u{9FFF}' | '\u{AC00}'..='\u{D7A3}')
+}
+
+/// NFKC of full-width ASCII forms (U+FF01..U+FF5E) and the ideographic space, else `None`.
+#[inline]
+fn nfkc_fullwidth(c: char) -> Option<char> {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0),
+        '\u{3000}' => Some(' '),
+        _ => None,
     }
+}
+
+/// `text` after NFKC when asked (borrowed when nothing changes). Typical English and Chinese
+/// text (ASCII, ideographs, CJK and full-width punctuation) takes a one-pass fast path; any
+/// other char sends the whole text through the full algorithm.
+fn nfkc(text: &str, opts: NormOptions) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    if !opts.nfkc || text.is_ascii() {
+        return Cow::Borrowed(text);
+    }
+    let mut out: Option<String> = None;
+    for (i, c) in text.char_indices() {
+        if nfkc_inert(c) {
+            if let Some(o) = &mut out {
+                o.push(c);
+            }
+        } else if let Some(m) = nfkc_fullwidth(c) {
+            out.get_or_insert_with(|| text[..i].to_string()).push(m);
+        } else {
+            return Cow::Owned(text.nfkc().map(|(c, _)| c).collect());
+        }
+    }
+    out.map_or(Cow::Borrowed(text), Cow::Owned)
 }
 
 /// The xxh3 hash of each token of `text`, appended to `out`; `word` is scratch.
@@ -67,7 +102,11 @@ pub fn token_hashes(text: &str, opts: NormOptions, word: &mut String, out: &mut 
     for c in text.chars() {
         if c.is_ascii() {
             if c.is_ascii_alphanumeric() {
-                word.push(if opts.lowercase { c.to_ascii_lowercase() } else { c });
+                word.push(if opts.lowercase {
+                    c.to_ascii_lowercase()
+                } else {
+                    c
+                });
             } else {
                 flush(word, out);
             }
@@ -188,6 +227,38 @@ mod tests {
     }
 
     #[test]
+    fn nfkc_fast_path_is_exact() {
+        use unicode_normalization_alignments::char::canonical_combining_class;
+        let full = |t: &str| t.nfkc().map(|(c, _)| c).collect::<String>();
+        for c in (0u32..0x11_0000).filter_map(char::from_u32) {
+            if nfkc_inert(c) {
+                assert_eq!(canonical_combining_class(c), 0, "{c:?}");
+                assert_eq!(full(&c.to_string()), c.to_string(), "{c:?}");
+                // Not the first half of a composition with any following mark.
+                for m in ['\u{301}', '\u{308}', '\u{3099}', '\u{309A}', '\u{1161}'] {
+                    let s = format!("{c}{m}");
+                    if full(&s) != s {
+                        assert!(!nfkc_inert(m), "{c:?}+{m:?}");
+                    }
+                }
+            }
+            if let Some(m) = nfkc_fullwidth(c) {
+                assert_eq!(full(&c.to_string()), m.to_string(), "{c:?}");
+            }
+        }
+        let o = NormOptions::default();
+        for t in [
+            "你好，世界！ＡＢＣ１２３",
+            "ｶﾀｶﾅ and ﬁ",
+            "e\u{301}",
+            "가\u{1161}",
+            "plain",
+        ] {
+            assert_eq!(nfkc(t, o), full(t), "{t:?}");
+        }
+    }
+
+    #[test]
     fn tokens_split_words_and_cjk_chars() {
         assert_eq!(tokens("Hello, world!"), 2);
         assert_eq!(tokens("GPU加速 is fast"), 5);
@@ -203,7 +274,10 @@ mod tests {
     #[test]
     fn exact_normalisation_folds_each_thing_on_request() {
         let all = NormOptions::default();
-        assert_eq!(normalize_exact("  Hello,\u{a0} WORLD!! ", all), "hello world");
+        assert_eq!(
+            normalize_exact("  Hello,\u{a0} WORLD!! ", all),
+            "hello world"
+        );
         let keep_punct = NormOptions {
             fold_punctuation: false,
             ..all

@@ -21,7 +21,7 @@ pub(crate) struct PyNearDedup {
 impl PyNearDedup {
     #[new]
     #[pyo3(signature = (*, num_perm=128, ngram=5, threshold=0.8, seed=0, num_bands=None,
-        verify_threshold=None, nfkc=true, lowercase=true))]
+        verify_threshold=None, nfkc=true, lowercase=true, spill_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         num_perm: usize,
@@ -32,6 +32,7 @@ impl PyNearDedup {
         verify_threshold: Option<f64>,
         nfkc: bool,
         lowercase: bool,
+        spill_dir: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         let cfg = NearDedupConfig {
             num_perm,
@@ -45,6 +46,7 @@ impl PyNearDedup {
                 lowercase,
                 ..NormOptions::default()
             },
+            spill_dir,
         };
         let inner = NearDedup::new(cfg).map_err(super::errors::to_py)?;
         Ok(PyNearDedup { inner: Some(inner) })
@@ -79,11 +81,9 @@ impl PyNearDedup {
                 let v = f.f64().map_err(|e| schema(&e))?;
                 Keep::Score(v.iter().map(|x| x.unwrap_or(f64::NAN)).collect())
             }
-            (other, _) => {
-                return Err(super::errors::to_py(SftError::Config(format!(
-                    "keep: expected 'first', 'longest' or 'score' (with a score column), got {other:?}"
-                ))))
-            }
+            (other, _) => return Err(super::errors::to_py(SftError::Config(format!(
+                "keep: expected 'first', 'longest' or 'score' (with a score column), got {other:?}"
+            )))),
         };
         let state = self.state()?;
         let out = run_detached(py, move || state.finish(&policy))?;

@@ -173,13 +173,19 @@ fn exact_key(inputs: &[Series], kwargs: ExactKeyKwargs) -> PolarsResult<Series> 
         Ok(UInt64Chunked::from_vec("sft_exact_key".into(), v).into_series())
     } else {
         let bytes: Vec<[u8; 16]> = keys.iter().map(|k| k.to_le_bytes()).collect();
-        Ok(BinaryChunked::from_iter_values("sft_exact_key".into(), bytes.iter().map(|b| &b[..]))
-            .into_series())
+        Ok(
+            BinaryChunked::from_iter_values("sft_exact_key".into(), bytes.iter().map(|b| &b[..]))
+                .into_series(),
+        )
     }
 }
 
 fn exact_key_type(_: &[Field], kwargs: ExactKeyKwargs) -> PolarsResult<Field> {
-    let dtype = if kwargs.bits == 64 { DataType::UInt64 } else { DataType::Binary };
+    let dtype = if kwargs.bits == 64 {
+        DataType::UInt64
+    } else {
+        DataType::Binary
+    };
     Ok(Field::new("sft_exact_key".into(), dtype))
 }
 

@@ -108,6 +108,9 @@ pub fn keyed_hash(columns: &[KeyColumn<'_>], seed: u64) -> Result<Vec<u64>> {
         .collect())
 }
 
+/// One raw label's selection: (label, base copies, hash threshold, boundary bucket).
+pub type SelectorEntry = (Option<String>, u32, Option<u64>, Option<u16>);
+
 /// What the selection needs per raw label: built once per batch from the plan's lists.
 #[derive(Debug, Clone, Default)]
 pub struct Selector {
@@ -122,7 +125,7 @@ impl Selector {
     /// One entry per raw label (`None` = the null label): base copies, hash threshold for the
     /// extra copy, boundary bucket. Labels not listed select nothing.
     #[must_use]
-    pub fn new(entries: Vec<(Option<String>, u32, Option<u64>, Option<u16>)>) -> Self {
+    pub fn new(entries: Vec<SelectorEntry>) -> Self {
         let mut s = Selector::default();
         for (i, (label, base, thr, bnd)) in entries.into_iter().enumerate() {
             match label {
@@ -489,7 +492,7 @@ mod tests {
         assert_ne!(h, keyed_hash(&[a], 0).unwrap());
         // The one-int-column fast path equals the general path's encoding.
         let ints = KeyColumn::Int(vec![Some(-1), None, Some(7)]);
-        let one = keyed_hash(&[ints.clone()], 3).unwrap();
+        let one = keyed_hash(std::slice::from_ref(&ints), 3).unwrap();
         let two = keyed_hash(&[ints.clone(), KeyColumn::Int(vec![None; 3])], 3).unwrap();
         assert_eq!(one.len(), 3);
         assert_ne!(one, two);
