@@ -81,9 +81,11 @@ impl PyNearDedup {
                 let v = f.f64().map_err(|e| schema(&e))?;
                 Keep::Score(v.iter().map(|x| x.unwrap_or(f64::NAN)).collect())
             }
-            (other, _) => return Err(super::errors::to_py(SftError::Config(format!(
+            (other, _) => {
+                return Err(super::errors::to_py(SftError::Config(format!(
                 "keep: expected 'first', 'longest' or 'score' (with a score column), got {other:?}"
-            )))),
+            ))))
+            }
         };
         let state = self.state()?;
         let out = run_detached(py, move || state.finish(&policy))?;
