@@ -11,6 +11,9 @@ use crate::error::SftError;
 use crate::near_dedup::{NearDedup, NearDedupConfig};
 use crate::textnorm::NormOptions;
 
+/// `finish`'s result: per-row frame, stats by name, rows per band.
+type Finished = (PyDataFrame, Vec<(String, u64)>, Vec<usize>);
+
 /// A near-dedup run between batches (`sftfast._native.NearDedup`).
 #[pyclass(module = "sftfast._native", name = "NearDedup")]
 pub(crate) struct PyNearDedup {
@@ -72,7 +75,7 @@ impl PyNearDedup {
         py: Python<'_>,
         keep: &str,
         scores: Option<PySeries>,
-    ) -> PyResult<(PyDataFrame, Vec<(String, u64)>, Vec<usize>)> {
+    ) -> PyResult<Finished> {
         let policy = match (keep, scores) {
             ("first", None) => Keep::First,
             ("longest", None) => Keep::Longest(Vec::new()),
