@@ -124,7 +124,7 @@ def _scan_one(path: Path, kind: str, *, strict: bool, result: ScanResult) -> pl.
         if kind == "csv":
             return pl.scan_csv(path, separator="\t" if path.suffix == ".tsv" else ",")
         if kind == "json":
-            return pl.read_json(path).lazy()
+            return pl.read_json(path, infer_schema_length=None).lazy()
         # Validate eagerly so a bad line deep in the file is caught before a long run starts.
         bad = _native.split_jsonl(str(path))
         if not bad:
