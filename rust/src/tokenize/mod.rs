@@ -130,6 +130,27 @@ fn short_key(bytes: &[u8]) -> u128 {
     u128::from_le_bytes(buf)
 }
 
+/// [`short_key`] without a variable-length copy when `bytes` lies inside `text` with 16 bytes
+/// to spare: one 16-byte load, masked. (A piece outside `text`'s memory cannot pass the range
+/// check, and inside it the bytes at that address are the piece's.)
+#[inline]
+fn short_key_in(text: &str, bytes: &[u8]) -> u128 {
+    let off = (bytes.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    match off
+        .checked_add(16)
+        .and_then(|end| text.as_bytes().get(off..end))
+    {
+        Some(chunk) => {
+            let mut buf = [0u8; 16];
+            buf.copy_from_slice(chunk);
+            let len = bytes.len();
+            let mask = (1u128 << (8 * len)) - 1;
+            (u128::from_le_bytes(buf) & mask) | ((len as u128) << 120)
+        }
+        None => short_key(bytes),
+    }
+}
+
 thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::default());
 }
@@ -175,7 +196,7 @@ fn count_pieces(plan: &FastPlan, split: &str, local: &mut Local) -> usize {
             return;
         }
         if bytes.len() < 16 {
-            n += cached_short(local, short_key(bytes), |scratch| {
+            n += cached_short(local, short_key_in(split, bytes), |scratch| {
                 plan.bpe.count(piece, scratch)
             });
         } else if bytes.len() <= MAX_CACHED_PIECE {

@@ -278,3 +278,23 @@ fn nfc_inert_ranges() {
         }
     }
 }
+
+#[test]
+fn short_key_in_equals_short_key() {
+    let text = "hello world, this is a longer text with pieces";
+    for start in 0..text.len() {
+        for len in 1..16.min(text.len() - start + 1) {
+            if let Some(piece) = text.get(start..start + len) {
+                assert_eq!(
+                    super::short_key_in(text, piece.as_bytes()),
+                    super::short_key(piece.as_bytes())
+                );
+            }
+        }
+    }
+    let other = String::from("elsewhere");
+    assert_eq!(
+        super::short_key_in(text, other.as_bytes()),
+        super::short_key(other.as_bytes())
+    );
+}
