@@ -197,3 +197,19 @@ def test_bad_parameters(kwargs: dict, error: type, match: str) -> None:
     df = pl.DataFrame({"text": ["a b c"], "n": [1]})
     with pytest.raises(error, match=match):
         sftfast.near_dedup(df, **({"text_column": "text"} | kwargs))
+
+
+def test_exact_key_namespace_hashes_the_expression() -> None:
+    df = pl.DataFrame({"a": ["xa", "qa"]})
+    keys = df.select(pl.col("a").str.replace("x", "q").sft.exact_key())["a"]
+    assert keys[0] == keys[1]
+
+
+def test_a_finished_run_cannot_be_reused() -> None:
+    state = sftfast._native.NearDedup()
+    state.add(pl.Series(["a b c"]))
+    state.finish()
+    with pytest.raises(ConfigError, match="finished"):
+        state.finish()
+    with pytest.raises(ConfigError, match="finished"):
+        state.add(pl.Series(["x"]))

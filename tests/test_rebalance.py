@@ -258,3 +258,10 @@ def test_real_skewed_categories() -> None:
         assert t["rows_after"].max() / t["rows_after"].min() < before.max() / before.min()
     _, plan = sftfast.rebalance(belle.with_row_index("id"), category="class", dry_run=True)
     assert "closed qa" in plan.merges  # the no-break-space label is merged
+
+
+def test_temperature_with_a_small_t_favours_the_largest() -> None:
+    df = frame({"a": 3000, "b": 1500, "c": 10})
+    _, plan = sftfast.rebalance(df, category="class", method="temperature", temperature=0.01,
+                                budget=1000, max_epochs=1, dry_run=True)
+    assert after(plan, "target") == {"a": 1000, "b": 0, "c": 0}

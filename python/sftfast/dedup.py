@@ -142,9 +142,10 @@ def near_dedup(
     nfkc, lowercase
         Normalisation before tokens are taken (punctuation and whitespace never count).
     spill
-        Keep the band keys in files instead of memory: a folder, or ``True`` for a temporary
-        one. Memory per row then drops to ~9 bytes while reading plus 16 per row of the two
-        bands sorted at a time.
+        Keep the band keys in files instead of memory: a folder (the run writes a subfolder
+        of its own there and removes it), or ``True`` for a temporary one. Memory per row then
+        drops to 9 bytes while reading (plus signatures with ``verify_threshold``) and 48 for
+        the two bands sorted at a time.
 
     Returns
     -------
@@ -227,7 +228,7 @@ class ExactDedupResult:
 
 
 def exact_key(
-    columns: str | Sequence[str],
+    columns: str | pl.Expr | Sequence[str | pl.Expr],
     *,
     nfkc: bool = True,
     lowercase: bool = True,
@@ -239,12 +240,13 @@ def exact_key(
     16-byte Binary with ``bits=128``). Row-local, so it streams."""
     if bits not in (64, 128):
         raise ConfigError(f"bits: expected 64 or 128, got {bits!r}")
-    cols = [columns] if isinstance(columns, str) else list(columns)
+    cols = [columns] if isinstance(columns, (str, pl.Expr)) else list(columns)
     if not cols:
         raise ConfigError("columns: expected at least one column")
     kwargs = dict(nfkc=nfkc, lowercase=lowercase, fold_whitespace=fold_whitespace,
                   fold_punctuation=fold_punctuation, bits=bits)
-    return _plugin("exact_key", [pl.col(c) for c in cols], kwargs, elementwise=True)
+    exprs = [pl.col(c) if isinstance(c, str) else c for c in cols]
+    return _plugin("exact_key", exprs, kwargs, elementwise=True)
 
 
 def exact_dedup(

@@ -106,4 +106,4 @@ class SftNamespace:
         """Normalised exact-dedup key per row; see :func:`sftfast.exact_key`."""
         from sftfast.dedup import exact_key
 
-        return exact_key(self._expr.meta.output_name(), **kwargs)
+        return exact_key(self._expr, **kwargs)

@@ -259,10 +259,12 @@ def rebalance(
     table = native.table()
     sel = _selection(raw, raw_idx, table, seed_bits)
     if any(b is not None for b in sel["boundary"]):
+        in_edge = _plugin("rebalance_boundary", [label, *keys], sel, elementwise=True)
+        # Filter first: units (maybe token counts) are computed for the few boundary rows only.
         edge = (
-            lf.select(label=label, h=_plugin("rebalance_boundary", [label, *keys], sel,
-                                             elementwise=True), u=units)
-            .filter(pl.col("h").is_not_null() & pl.col("u").is_not_null())
+            lf.filter(in_edge.is_not_null())
+            .select(label=label, h=in_edge, u=units)
+            .filter(pl.col("u").is_not_null())
             .collect(engine="streaming")
         )
         known = [(r, i) for r, i in zip(raw, raw_idx) if r is not None and i is not None]
@@ -298,7 +300,7 @@ def rebalance(
     copies = _plugin("rebalance_copies", [label, *keys], sel, elementwise=True)
     tmp = "__sft_copies"
     keep = pl.col(tmp) > 0
-    if length_name is not None:
+    if length_name is not None and length_name in schema:  # computed counts are never null
         keep = keep & units.is_not_null()
     out = lf.with_columns(copies.alias(tmp)).filter(keep)
     if plan.merges or (null_category is not None and None in raw):

@@ -9,8 +9,8 @@
 //!
 //! Buckets become edges without quadratic blow-up: per band, the (key, row) pairs are sorted
 //! and each row of a run is joined to the run's first (smallest) row — a star, `size − 1` edges
-//! however large the bucket. Cost per band: O(n log n) for the sort; memory: 12 bytes per row
-//! of the band being processed.
+//! however large the bucket. Cost per band: O(n log n) for the sort; memory: 16 bytes per row
+//! for the (key, row) pairs of the band being processed.
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 

@@ -7,8 +7,9 @@
 //! bands one at a time: sort (key, row) pairs, join each bucket as a star to its smallest row
 //! ([`crate::lsh`]), optionally dropping edges whose estimated Jaccard is under the verify
 //! threshold, and union-find the rest ([`crate::cluster`]). With 128 permutations and the
-//! default 16 bands at threshold 0.8 that is ~140 bytes per row while reading and 12
-//! more per row for the band being sorted: 10M rows ≈ 1.6 GB. Rows are numbered in the order
+//! default 16 bands at threshold 0.8 that is ~140 bytes per row while reading, then
+//! 48 bytes per row for the two bands sorted at a time (keys plus sorted (key, row) pairs):
+//! 10M rows ≈ 1.9 GB. Rows are numbered in the order
 //! they are added, signatures depend only on the text and the seed, and the union keeps the
 //! smallest row as root, so the result is the same for any thread count or batch size.
 
@@ -90,11 +91,26 @@ pub struct DedupOutcome {
     pub rows_per_band: Vec<usize>,
 }
 
+impl Drop for NearDedup {
+    fn drop(&mut self) {
+        self.spill.clear();
+        if let Some(dir) = &self.spill_root {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// A spilled band's keys (and the file removed).
 fn read_band(path: &std::path::Path) -> Result<Vec<u64>> {
     let bytes =
         std::fs::read(path).map_err(|e| SftError::io(format!("reading {}", path.display()), e))?;
     let _ = std::fs::remove_file(path);
+    if bytes.len() % 8 != 0 {
+        return Err(SftError::Io {
+            context: format!("reading {}", path.display()),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "truncated band file"),
+        });
+    }
     Ok(bytes
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
@@ -109,8 +125,10 @@ pub struct NearDedup {
     rows_per_band: Vec<usize>,
     /// Per band: the key of every row (unused for rows without tokens), in memory...
     bands: Vec<Vec<u64>>,
-    /// ...or appended to one file per band.
+    /// ...or appended to one file per band,
     spill: Vec<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>,
+    /// in this run's own folder (removed when the run is dropped).
+    spill_root: Option<std::path::PathBuf>,
     has_tokens: Vec<bool>,
     lengths: Vec<u64>,
     sigs: Option<Vec<u32>>,
@@ -161,7 +179,15 @@ impl NearDedup {
             }
         };
         let mut spill = Vec::new();
-        if let Some(dir) = &cfg.spill_dir {
+        let mut spill_root = None;
+        if let Some(parent) = &cfg.spill_dir {
+            // A folder of this run's own, so that runs sharing `spill_dir` never collide.
+            static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = parent.join(format!("sftfast-dedup-{}-{run}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| SftError::io(format!("creating {}", dir.display()), e))?;
+            spill_root = Some(dir.clone());
             for j in 0..rows_per_band.len() {
                 let path = dir.join(format!("sftfast-band-{j:03}.u64"));
                 let f = std::fs::File::create(&path)
@@ -172,6 +198,7 @@ impl NearDedup {
         Ok(NearDedup {
             bands: vec![Vec::new(); rows_per_band.len()],
             spill,
+            spill_root,
             sigs: cfg.verify_threshold.map(|_| Vec::new()),
             cfg,
             hasher,
@@ -301,6 +328,13 @@ impl NearDedup {
                     None => Ok(std::mem::take(&mut bands[j])),
                 })
                 .collect::<Result<_>>()?;
+            if let Some(bad) = pair.iter().find(|b| b.len() != self.has_tokens.len()) {
+                return Err(SftError::Shard(format!(
+                    "near_dedup: a band holds {} keys for {} rows (an earlier add failed part way)",
+                    bad.len(),
+                    self.has_tokens.len()
+                )));
+            }
             let mut sorted: Vec<Vec<(u64, u32)>> = parallel::install(|| {
                 pair.par_iter()
                     .map(|keys| {

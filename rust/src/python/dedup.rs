@@ -90,7 +90,9 @@ impl PyNearDedup {
             ))))
             }
         };
-        let state = self.state()?;
+        let mut state = self.inner.take().ok_or_else(|| {
+            super::errors::to_py(SftError::Config("this NearDedup run has finished".into()))
+        })?;
         let out = run_detached(py, move || state.finish(&policy))?;
         let n = out.cluster.len();
         let df = DataFrame::new(

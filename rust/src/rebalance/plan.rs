@@ -120,7 +120,22 @@ pub fn targets(sizes: &[u64], names: &[String], spec: &PlanSpec) -> Result<Vec<u
                     "temperature: expected a finite number > 0, got {t}"
                 )));
             }
-            let p: Vec<f64> = n.iter().map(|&x| x.powf(1.0 / t)).collect();
+            // In log space: n^(1/T) overflows for large n and small T.
+            let top = n
+                .iter()
+                .filter(|&&x| x > 0.0)
+                .map(|x| x.ln())
+                .fold(f64::NEG_INFINITY, f64::max);
+            let p: Vec<f64> = n
+                .iter()
+                .map(|&x| {
+                    if x > 0.0 {
+                        ((x.ln() - top) / t).exp()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
             water_fill_rounded(&p, &caps, budget, r)
         }
         Method::Weights(w) => {
@@ -348,6 +363,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t, vec![5, 20]);
+    }
+
+    #[test]
+    fn temperature_small_t_does_not_overflow() {
+        let t = targets(
+            &[100_000, 50_000, 10],
+            &names(3),
+            &spec(Method::Temperature(0.01), Some(1000), 1.0),
+        )
+        .unwrap();
+        assert_eq!(t, vec![1000, 0, 0]);
     }
 
     #[test]
