@@ -14,6 +14,7 @@ pub mod length_filter;
 pub mod lsh;
 pub mod minhash;
 pub mod near_dedup;
+pub mod pack;
 pub mod parallel;
 pub mod rebalance;
 pub mod textnorm;
