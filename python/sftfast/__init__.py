@@ -35,6 +35,7 @@ from sftfast.exceptions import (
 from sftfast.expr import length_reason, token_count
 from sftfast.filter import FilterStats, LengthFilterResult, length_filter
 from sftfast.io import scan_jsonl
+from sftfast.pack import PackPlan, PackStats, pack_lengths
 from sftfast.rebalance import MixPlan, Rebalanced, rebalance
 from sftfast.tokenizer import Tokenizer, load_tokenizer
 
@@ -50,6 +51,8 @@ __all__ = [
     "InputError",
     "LengthFilterResult",
     "MixPlan",
+    "PackPlan",
+    "PackStats",
     "Rebalanced",
     "SchemaError",
     "SftfastError",
@@ -61,6 +64,7 @@ __all__ = [
     "exact_key",
     "minhash",
     "near_dedup",
+    "pack_lengths",
     "demo_frame",
     "demo_tokenizer",
     "demo_tokenizer_json",

@@ -60,3 +60,8 @@ class NearDedup:
     def finish(
         self, keep: str = "first", scores: pl.Series | None = None
     ) -> tuple[pl.DataFrame, list[tuple[str, int]], list[int]]: ...
+
+def pack_lengths(
+    lengths: pl.Series, *, seq_len: int, overlong: str = "truncate_right",
+    max_per_row: int | None = None
+) -> tuple[pl.DataFrame, list[tuple[str, int]]]: ...

@@ -4,6 +4,7 @@ mod convert;
 mod dedup;
 mod errors;
 mod functions;
+mod pack;
 mod plugins;
 mod rebalance;
 
@@ -69,5 +70,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     functions::register(m)?;
     rebalance::register(m)?;
     dedup::register(m)?;
+    pack::register(m)?;
     Ok(())
 }
