@@ -36,7 +36,9 @@ from sftfast.expr import length_reason, token_count
 from sftfast.filter import FilterStats, LengthFilterResult, length_filter
 from sftfast.io import scan_jsonl
 from sftfast.pack import PackPlan, PackStats, pack_lengths
+from sftfast.reader import ReadResult, ReadStats, read
 from sftfast.rebalance import MixPlan, Rebalanced, rebalance
+from sftfast.shards import ShardManifest, export_parquet, read_manifest, write_shards
 from sftfast.tokenizer import Tokenizer, load_tokenizer
 
 __version__: str = _native.__version__
@@ -53,7 +55,10 @@ __all__ = [
     "MixPlan",
     "PackPlan",
     "PackStats",
+    "ReadResult",
+    "ReadStats",
     "Rebalanced",
+    "ShardManifest",
     "SchemaError",
     "SftfastError",
     "ShardError",
@@ -65,6 +70,10 @@ __all__ = [
     "minhash",
     "near_dedup",
     "pack_lengths",
+    "read",
+    "read_manifest",
+    "write_shards",
+    "export_parquet",
     "demo_frame",
     "demo_tokenizer",
     "demo_tokenizer_json",

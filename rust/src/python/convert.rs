@@ -62,3 +62,53 @@ pub(crate) fn key_column(s: &Series) -> Result<crate::rebalance::KeyColumn<'_>, 
 pub(crate) fn to_polars(e: SftError) -> PolarsError {
     PolarsError::ComputeError(e.to_string().into())
 }
+
+/// A list column's flat values and per-row (start, end) ranges into them; null rows → (0, 0).
+pub(crate) struct ListColumn {
+    /// The flat values (keeps the buffer alive).
+    pub values: Series,
+    /// Per row range into `values`.
+    pub ranges: Vec<(usize, usize)>,
+}
+
+/// Cast a list column to `List(inner)` (strictly: out-of-range values are an error) and take
+/// its flat values and row ranges.
+///
+/// # Errors
+/// [`SftError::Schema`] naming `what` when the column is not a list of integers in range, or
+/// holds null values inside a list.
+pub(crate) fn list_column(
+    s: &Series,
+    inner: &DataType,
+    what: &str,
+) -> Result<ListColumn, SftError> {
+    let bad = |why: String| SftError::Schema(format!("column {what:?}: {why}"));
+    if !matches!(s.dtype(), DataType::List(_)) {
+        return Err(bad(format!(
+            "expected a list of token ids, got {}",
+            s.dtype()
+        )));
+    }
+    let cast = s
+        .strict_cast(&DataType::List(Box::new(inner.clone())))
+        .map_err(|e| bad(format!("expected integers that fit {inner}: {e}")))?;
+    let ca = cast.list().map_err(|e| bad(e.to_string()))?.rechunk();
+    let arr = ca.downcast_as_array();
+    let offsets = arr.offsets().as_slice();
+    let validity = arr.validity();
+    let ranges = (0..arr.len())
+        .map(|i| {
+            if validity.is_some_and(|v| !v.get_bit(i)) {
+                (0, 0)
+            } else {
+                #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+                (offsets[i] as usize, offsets[i + 1] as usize)
+            }
+        })
+        .collect();
+    let values = ca.get_inner();
+    if values.null_count() > 0 {
+        return Err(bad("a list holds null values".into()));
+    }
+    Ok(ListColumn { values, ranges })
+}

@@ -7,6 +7,7 @@ mod functions;
 mod pack;
 mod plugins;
 mod rebalance;
+mod shard;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -71,5 +72,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     rebalance::register(m)?;
     dedup::register(m)?;
     pack::register(m)?;
+    shard::register(m)?;
     Ok(())
 }
