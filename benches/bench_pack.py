@@ -23,7 +23,15 @@ What each side does in its timed region:
            the packed token lists into a new Arrow table (kept in memory, as the input is).
   sftfast  `pack_lengths(lengths, seq_len=..., overlong="truncate_right")`: the plan only
            (row, sample, start, len), over the whole lengths column; tokens are gathered later.
-           A "plan + gather" variant belongs here once `sftfast.write_shards` exists.
+  sftfast-write
+           plan + gather + write: `write_shards(df, out, seq_len=..., labels=None,
+           overlong="truncate_right")` end to end, on a polars DataFrame with one `input_ids`
+           List(UInt32) column (the same `np.arange` tokens, zero-copy through Arrow): the
+           samples go to the writer's temporary token store, are packed (global BFD), gathered
+           into rows and written as `.npy` shards with checksums and a manifest, each file
+           fsync'ed, into a fresh folder under `--tmp` (local disk), removed after the run
+           outside the timed region. It writes more than TRL's in-memory table: ids *and*
+           labels (labels=None stores every token as learned), offsets, sample ids.
 
 Checks (first repeat of each seq_len, outside the timed region): every sample of length > 0 is
 in exactly one row, with exactly its first min(len, seq_len) tokens, no row is longer than
@@ -47,7 +55,9 @@ import tempfile
 import time
 from pathlib import Path
 
-TOOLS = ["trl", "sftfast"]
+TOOLS = ["trl", "sftfast", "sftfast-write"]
+NAMES = {"trl": "TRL `bfd`", "sftfast": "sftfast `pack_lengths` (plan)",
+         "sftfast-write": "sftfast `write_shards` (plan + gather + write)"}
 SEQ_LENS = [2048, 4096, 8192]
 MEDIAN, SIGMA, MAX_LEN = 350, 1.0, 8192
 
@@ -182,8 +192,62 @@ def run_sftfast(lengths, seq_len: int, verify: bool) -> dict:
     return res
 
 
-# To add "sftfast plan + gather" once `sftfast.write_shards` exists: a third worker that times
-# pack_lengths + write_shards on the same token table, and a TOOLS entry.
+def run_sftfast_write(lengths, seq_len: int, verify: bool, tmp: str) -> dict:
+    import shutil
+
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+    import sftfast
+
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = pa.array(np.arange(offsets[-1], dtype=np.uint32))
+    col = pa.LargeListArray.from_arrays(pa.array(offsets), tokens)
+    df = pl.from_arrow(pa.table({"input_ids": col}), rechunk=False)
+    del col, tokens
+    assert df.schema["input_ids"] == pl.List(pl.UInt32)
+    out = Path(tempfile.mkdtemp(prefix="bench_pack-shards-", dir=tmp))
+    try:
+        m, res = timed(lambda: sftfast.write_shards(
+            df, out / "ds", seq_len=seq_len, labels=None, overlong="truncate_right"))
+        pk = m.packing
+        res.update(rows=m.rows, tokens_packed=m.tokens, tokens_lost=pk.tokens_lost,
+                   truncated=pk.truncated, dropped=pk.dropped, efficiency_reported=pk.efficiency,
+                   shards=len(m.shards),
+                   bytes_written=sum(f["bytes"] for s in m.shards for f in s.files.values()))
+        kept = np.minimum(lengths, seq_len)
+        max_per_row = max_row_len = 0
+        seen = np.zeros(len(lengths), dtype=np.int64)
+        for sh in m.shards:
+            d = out / "ds" / sh.name
+            so = np.load(d / "sample_offsets.npy", mmap_mode="r").astype(np.int64)
+            ro = np.load(d / "row_offsets.npy", mmap_mode="r").astype(np.int64)
+            row_tok = so[ro[1:]] - so[ro[:-1]]
+            max_row_len = max(max_row_len, int(row_tok.max()))
+            max_per_row = max(max_per_row, int(np.diff(ro).max()))
+            if verify:
+                # Same check as TRL's: token values are global positions.
+                vals = np.load(d / "input_ids.npy", mmap_mode="r").astype(np.int64)
+                sid = np.load(d / "sample_ids.npy").astype(np.int64)
+                plen, pstart = np.diff(so), so[:-1]
+                v0 = vals[pstart]
+                assert (offsets[sid] == v0).all(), "write_shards: piece not at a sample start"
+                assert (plen == kept[sid]).all(), "write_shards: piece not min(len, seq_len)"
+                run = np.arange(len(vals), dtype=np.int64) - np.repeat(pstart, plen)
+                assert (vals == np.repeat(v0, plen) + run).all(), "write_shards: not contiguous"
+                lab = np.load(d / "labels.npy", mmap_mode="r")
+                assert (lab.astype(np.int64) == vals).all(), "labels=None: labels != input_ids"
+                np.add.at(seen, sid, 1)
+        res.update(max_per_row=max_per_row, max_row_len=max_row_len)
+        if verify:
+            assert (seen[lengths > 0] == 1).all() and (seen[lengths == 0] == 0).all(), \
+                "write_shards: a sample is missing or packed twice"
+            assert m.tokens == int(kept.sum()) and max_row_len <= seq_len
+            res["verified"] = True
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return res
 
 
 def worker(spec_file: str) -> None:
@@ -193,6 +257,8 @@ def worker(spec_file: str) -> None:
     lengths = np.load(spec["lengths"])
     if spec["tool"] == "trl":
         res = run_trl(lengths, spec["seq_len"], spec["verify"], spec["trl_batch_size"])
+    elif spec["tool"] == "sftfast-write":
+        res = run_sftfast_write(lengths, spec["seq_len"], spec["verify"], spec["tmp"])
     else:
         res = run_sftfast(lengths, spec["seq_len"], spec["verify"])
     res["efficiency"] = res["tokens_packed"] / (res["rows"] * spec["seq_len"])
@@ -234,6 +300,8 @@ def main() -> None:
     ap.add_argument("--tools", nargs="+", default=TOOLS, choices=TOOLS)
     ap.add_argument("--trl-batch-size", type=int, default=None,
                     help="map_kwargs batch_size for TRL (default: TRL's/datasets' 1,000)")
+    ap.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()),
+                    help="local-disk folder for write_shards' output (removed after each run)")
     ap.add_argument("--out", type=Path, help="also write the markdown here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -255,7 +323,8 @@ def main() -> None:
             for seq_len in args.seq_lens:
                 for tool in args.tools:
                     spec = {"tool": tool, "seq_len": seq_len, "lengths": str(tmp / "lengths.npy"),
-                            "verify": rep == 0, "trl_batch_size": args.trl_batch_size}
+                            "verify": rep == 0, "trl_batch_size": args.trl_batch_size,
+                            "tmp": str(args.tmp)}
                     r = measure(spec, tmp)
                     results.setdefault((seq_len, tool), []).append(r)
                     print(f"[{time.strftime('%H:%M:%S')}] run {rep} {tool} @{seq_len}: "
@@ -289,12 +358,12 @@ def main() -> None:
             extra = statistics.median(r["extra_rss_mb"] for r in rs)
             r0 = rs[0]
             ratio = ""
-            if tool == "sftfast" and (seq_len, "trl") in results:
+            if tool != "trl" and (seq_len, "trl") in results:
                 trl_cpu = statistics.median(r["cpu"] for r in results[(seq_len, "trl")])
                 ratio = f"**{trl_cpu / cpu:,.0f}**"
-            name = "TRL `bfd`" if tool == "trl" else "sftfast `pack_lengths`"
+            name = NAMES[tool]
             eff = f"{100 * r0['efficiency']:.3f}%"
-            eff = f"**{eff}**" if tool == "sftfast" else eff
+            eff = f"**{eff}**" if tool != "trl" else eff
             lines.append(
                 f"| {seq_len} | {name} | {r0['rows']:,} | {eff} "
                 f"| {r0['tokens_packed']:,} | {r0['tokens_lost']:,} ({r0['truncated']:,}) "
@@ -303,10 +372,21 @@ def main() -> None:
     verified = all(rs[0].get("verified") for rs in results.values())
     in_memory = all(r.get("in_memory", True) for rs in results.values() for r in rs)
     lines += ["", ("Checked on the first repeat of each cell: every sample in exactly one row "
-                   "with exactly its first min(len, seq_len) tokens (TRL: token by token), no "
-                   "row over seq_len, same tokens kept by both tools: "
+                   "with exactly its first min(len, seq_len) tokens (TRL and `write_shards`: "
+                   "token by token, from the output table / the `.npy` files), no row over "
+                   "seq_len, same tokens kept by every tool: "
                    f"{'passed' if verified else 'NOT RUN'}. TRL output kept in memory (no cache "
                    f"file): {in_memory}.")]
+    writes = [(s, results[(s, "sftfast-write")]) for s in args.seq_lens
+              if (s, "sftfast-write") in results]
+    if writes:
+        lines += ["", "`write_shards` output per run (fsync'ed to local disk under "
+                  f"`{args.tmp}`, plus its temporary token store of 8 bytes per input token): "
+                  + "; ".join(f"@{s}: {rs[0]['shards']} shards, "
+                              f"{rs[0]['bytes_written'] / 2**30:.2f} GiB, median "
+                              f"{rs[0]['bytes_written'] / 2**20 / statistics.median(r['wall'] for r in rs):,.0f}"
+                              " MiB/s of wall"
+                              for s, rs in writes) + "."]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if args.out:

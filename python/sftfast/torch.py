@@ -24,7 +24,11 @@ Layouts
     shape ``[1, T]`` int64, ``cu_seq_lens_q/k`` int32, ``max_length_q/k`` ints; no attention
     mask. ``"padded"``: ``[B, seq_len]`` rows with ``position_ids`` and a block-diagonal causal
     ``attention_mask`` of shape ``[B, 1, L, L]`` (bool) for attention without variable-length
-    support. In both, labels are −100 on each sample's first token and on unlearned tokens.
+    support (``mask_format="bool"``, True = may attend, what SDPA and flex attention take;
+    ``"additive"``: float32, 0 or the dtype's minimum, for eager attention). With the flat
+    layout call transformers models with ``use_cache=False``: without a cache they build the
+    block-diagonal mask from ``position_ids``, with one (the default) samples see each other
+    under SDPA. In both, labels are −100 on each sample's first token and on unlearned tokens.
     Every batch carries ``num_samples``, ``num_tokens`` and ``num_loss_tokens`` as attributes.
 """
 
@@ -49,6 +53,7 @@ from sftfast.exceptions import ConfigError
 __all__ = ["PackedBatch", "PackedDataset", "PackedLoader", "loader"]
 
 LAYOUTS = ("flat", "padded")
+MASK_FORMATS = ("bool", "additive")
 STATE_VERSION = 1
 
 
@@ -98,8 +103,9 @@ class PackedDataset(IterableDataset):  # type: ignore[type-arg]
         Leave out the tail that does not fill a global batch (needed with several ranks).
     rank, world_size
         Default: ``torch.distributed`` when initialised, else ``RANK``/``WORLD_SIZE``.
-    pad_id, attention_mask
-        Padded layout only: the padding id and whether to build the ``[B, 1, L, L]`` mask.
+    pad_id, attention_mask, mask_format
+        Padded layout only: the padding id, whether to build the ``[B, 1, L, L]`` mask, and
+        its form: ``"bool"`` (SDPA, flex) or ``"additive"`` (float32, for eager attention).
     verify
         Check every file's checksum when opening.
     """
@@ -108,9 +114,12 @@ class PackedDataset(IterableDataset):  # type: ignore[type-arg]
                  layout: str = "flat", seed: int = 0, shuffle: bool = True,
                  shuffle_window: int = 4096, drop_last: bool = True, rank: int | None = None,
                  world_size: int | None = None, pad_id: int = 0, attention_mask: bool = True,
-                 verify: bool = False) -> None:
+                 mask_format: str = "bool", verify: bool = False) -> None:
         if layout not in LAYOUTS:
             raise ConfigError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+        if mask_format not in MASK_FORMATS:
+            raise ConfigError(f"mask_format: expected one of {MASK_FORMATS}, got "
+                              f"{mask_format!r}")
         for name, v, lo in (("batch_size", batch_size, 1), ("shuffle_window", shuffle_window, 1),
                             ("seed", seed, 0)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -130,6 +139,7 @@ class PackedDataset(IterableDataset):  # type: ignore[type-arg]
         self.drop_last = drop_last
         self.pad_id = pad_id
         self.attention_mask = attention_mask
+        self.mask_format = mask_format
         self.verify = verify
         reader = _reader(self.path, verify)
         self.num_rows: int = reader.num_rows
@@ -235,8 +245,11 @@ class PackedDataset(IterableDataset):  # type: ignore[type-arg]
             out["position_ids"] = _i64(pos).view(n, -1)
             if mask is not None:
                 length = out["input_ids"].shape[1]
-                out["attention_mask"] = torch.frombuffer(mask, dtype=torch.bool).view(
-                    n, 1, length, length)
+                m = torch.frombuffer(mask, dtype=torch.bool).view(n, 1, length, length)
+                if self.mask_format == "additive":
+                    m = torch.zeros(m.shape, dtype=torch.float32).masked_fill_(
+                        ~m, torch.finfo(torch.float32).min)
+                out["attention_mask"] = m
         out.num_samples = int(samples)
         out.num_tokens = int(tokens)
         out.num_loss_tokens = int(loss)
@@ -281,7 +294,7 @@ def loader(path: str | os.PathLike[str], *, batch_size: int = 1, layout: str = "
            num_workers: int = 0, seed: int = 0, shuffle: bool = True,
            shuffle_window: int = 4096, drop_last: bool = True, rank: int | None = None,
            world_size: int | None = None, pin_memory: bool = False, pad_id: int = 0,
-           attention_mask: bool = True, stateful: bool = False,
+           attention_mask: bool = True, mask_format: str = "bool", stateful: bool = False,
            prefetch_factor: int | None = None) -> PackedLoader:
     """A ready loader over the shards in ``path``; see ``PackedDataset`` for the options.
 
@@ -290,7 +303,8 @@ def loader(path: str | os.PathLike[str], *, batch_size: int = 1, layout: str = "
     """
     ds = PackedDataset(path, batch_size=batch_size, layout=layout, seed=seed, shuffle=shuffle,
                        shuffle_window=shuffle_window, drop_last=drop_last, rank=rank,
-                       world_size=world_size, pad_id=pad_id, attention_mask=attention_mask)
+                       world_size=world_size, pad_id=pad_id, attention_mask=attention_mask,
+                       mask_format=mask_format)
     kw: dict[str, Any] = {"batch_size": None, "num_workers": num_workers,
                           "pin_memory": pin_memory}
     if num_workers > 0 and prefetch_factor is not None:
