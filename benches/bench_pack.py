@@ -360,7 +360,8 @@ def main() -> None:
             ratio = ""
             if tool != "trl" and (seq_len, "trl") in results:
                 trl_cpu = statistics.median(r["cpu"] for r in results[(seq_len, "trl")])
-                ratio = f"**{trl_cpu / cpu:,.0f}**"
+                x = trl_cpu / cpu
+                ratio = f"**{x:,.0f}**" if x >= 10 else f"**{x:.2f}**"
             name = NAMES[tool]
             eff = f"{100 * r0['efficiency']:.3f}%"
             eff = f"**{eff}**" if tool != "trl" else eff

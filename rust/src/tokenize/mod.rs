@@ -18,6 +18,7 @@
 //! the same for any thread count.
 
 pub mod bpe;
+mod encode;
 pub mod pretok;
 pub mod registry;
 pub mod spec;
