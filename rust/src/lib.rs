@@ -17,6 +17,7 @@ pub mod near_dedup;
 pub mod pack;
 pub mod parallel;
 pub mod rebalance;
+pub mod render;
 pub mod shard;
 pub mod textnorm;
 pub mod tokenize;

@@ -145,7 +145,14 @@ fn train_demo_tokenizer(py: Python<'_>, texts: PySeries, vocab_size: usize) -> P
     })
 }
 
+/// The built-in chat templates by name (Jinja source with `{% generation %}` blocks).
+#[pyfunction]
+fn builtin_templates() -> Vec<(&'static str, &'static str)> {
+    crate::render::BUILTIN.to_vec()
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
     m.add_function(wrap_pyfunction!(load_tokenizer_json, m)?)?;
     m.add_function(wrap_pyfunction!(load_tokenizer_path, m)?)?;
     m.add_function(wrap_pyfunction!(count_tokens, m)?)?;

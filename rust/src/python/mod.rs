@@ -7,6 +7,7 @@ mod functions;
 mod pack;
 mod plugins;
 mod rebalance;
+mod render;
 mod shard;
 
 use std::sync::mpsc;

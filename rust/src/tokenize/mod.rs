@@ -396,6 +396,20 @@ impl Encoder {
         Self::from_json(&read_tokenizer_json(path)?)
     }
 
+    /// The contents of the added tokens marked `special`, longest first.
+    #[must_use]
+    pub fn special_tokens(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .reference
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special)
+            .map(|t| t.content)
+            .collect();
+        v.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        v
+    }
+
     /// The content key (hex xxh3-128 of the JSON).
     pub fn key(&self) -> &str {
         &self.key
