@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["sftfast", "sftfast.expr", "sftfast.filter", "sftfast.tokenizer", "sftfast.demo", "sftfast.io",
-           "sftfast.shards", "sftfast.reader", "sftfast.pack"]
+           "sftfast.shards", "sftfast.render", "sftfast.reader", "sftfast.pack"]
 
 
 @pytest.mark.parametrize("name", MODULES)

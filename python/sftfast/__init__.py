@@ -38,6 +38,7 @@ from sftfast.io import scan_jsonl
 from sftfast.pack import PackPlan, PackStats, pack_lengths
 from sftfast.reader import ReadResult, ReadStats, read
 from sftfast.rebalance import MixPlan, Rebalanced, rebalance
+from sftfast.render import RenderResult, render, render_expr
 from sftfast.shards import ShardManifest, export_parquet, read_manifest, write_shards
 from sftfast.tokenizer import Tokenizer, load_tokenizer
 
@@ -58,6 +59,7 @@ __all__ = [
     "ReadResult",
     "ReadStats",
     "Rebalanced",
+    "RenderResult",
     "ShardManifest",
     "SchemaError",
     "SftfastError",
@@ -71,6 +73,8 @@ __all__ = [
     "near_dedup",
     "pack_lengths",
     "read",
+    "render",
+    "render_expr",
     "read_manifest",
     "write_shards",
     "export_parquet",

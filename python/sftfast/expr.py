@@ -102,6 +102,13 @@ class SftNamespace:
 
         return minhash(self._expr, **kwargs)
 
+    def render(self, tokenizer: Any, **kwargs: Any) -> pl.Expr:
+        """Chat-template rendering per row (struct of ``input_ids``, ``labels``,
+        ``render_error``); see :func:`sftfast.render_expr`."""
+        from sftfast.render import render_expr
+
+        return render_expr(self._expr, tokenizer, **kwargs)
+
     def exact_key(self, **kwargs: Any) -> pl.Expr:
         """Normalised exact-dedup key per row; see :func:`sftfast.exact_key`."""
         from sftfast.dedup import exact_key
