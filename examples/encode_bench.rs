@@ -60,7 +60,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let secs = t.elapsed().as_secs_f64();
         fast_s = fast_s.min(secs);
-        println!("fast pass {pass}: {n} tokens, {:.1} MB/s", bytes as f64 / 1e6 / secs);
+        println!(
+            "fast pass {pass}: {n} tokens, {:.1} MB/s",
+            bytes as f64 / 1e6 / secs
+        );
     }
     let t = std::time::Instant::now();
     let mut n = 0usize;
@@ -68,7 +71,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n += enc.encode_offsets_reference(s, false)?.0.len();
     }
     let ref_s = t.elapsed().as_secs_f64();
-    println!("reference: {n} tokens, {:.1} MB/s", bytes as f64 / 1e6 / ref_s);
+    println!(
+        "reference: {n} tokens, {:.1} MB/s",
+        bytes as f64 / 1e6 / ref_s
+    );
     println!("speedup (best fast pass): {:.1}x", ref_s / fast_s);
     Ok(())
 }

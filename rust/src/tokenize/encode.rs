@@ -67,7 +67,9 @@ impl EncodePlan {
     fn build(enc: &Encoder) -> std::result::Result<Self, String> {
         let plan = enc.fast.as_ref().ok_or("the counting fast path is off")?;
         if !plan.byte_level {
-            return Err("not a byte-level BPE (offsets would need the normaliser's alignments)".into());
+            return Err(
+                "not a byte-level BPE (offsets would need the normaliser's alignments)".into(),
+            );
         }
         let reference = &enc.reference;
         if reference.get_encode_special_tokens() {
@@ -323,7 +325,15 @@ impl EncodePlan {
             let hay = format!(" {split}");
             plan.splitter.for_each_piece(&hay, |piece| {
                 let q = piece.as_ptr() as usize - hay.as_ptr() as usize;
-                ok &= self.emit(plan, &hay, piece, q, |q| start + q.saturating_sub(1), local, out);
+                ok &= self.emit(
+                    plan,
+                    &hay,
+                    piece,
+                    q,
+                    |q| start + q.saturating_sub(1),
+                    local,
+                    out,
+                );
             });
         } else {
             plan.splitter.for_each_piece(split, |piece| {
@@ -385,7 +395,7 @@ impl Encoder {
     /// # Errors
     /// [`SftError::Tokenizer`] when the tokenizer fails on this text.
     pub fn encode_offsets(&self, text: &str, add_special_tokens: bool) -> Result<IdsOffsets> {
-        let Some((ids, offsets, post_process)) = self.encode_fast(text) else {
+        let Some(((ids, offsets), post_process)) = self.encode_fast(text) else {
             return self.encode_offsets_reference(text, add_special_tokens);
         };
         if !post_process {
@@ -405,7 +415,7 @@ impl Encoder {
 
     /// Ids, offsets and whether the post-processor must still run, from the fast path; `None`
     /// when this row or tokenizer needs the reference path.
-    fn encode_fast(&self, text: &str) -> Option<(Vec<u32>, Vec<(usize, usize)>, bool)> {
+    fn encode_fast(&self, text: &str) -> Option<(IdsOffsets, bool)> {
         let plan = self.fast.as_ref()?;
         let ep = self.encode_plan().ok()?;
         if text.is_empty() {
@@ -424,7 +434,7 @@ impl Encoder {
             }
             ep.encode_row(plan, text, &mut local, &mut out)
         });
-        ok.then_some((out.ids, out.offsets, ep.post_process))
+        ok.then_some(((out.ids, out.offsets), ep.post_process))
     }
 
     /// [`Encoder::encode_offsets`] through the reference pipeline only.

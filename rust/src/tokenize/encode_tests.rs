@@ -33,19 +33,86 @@ impl Lcg {
 }
 
 const WORDS: &[&str] = &[
-    "the", "The", "of", "and", "in", "ing", "token", "tokenizer", "offsets", "assistant", "user",
-    "hello", "world", "it's", "you'll", "I'M", "don't", "中文", "分词器", "我们", "的", "是", "模型",
-    "训练", "数据", "，", "。", "！", "？", "“", "”", "🎉", "👍🏽", "🇫🇷", "é", "naïve", "Ünïcödé",
-    "ſ", "ß", "ﬁ", "１２３", "Ａ", "fn", "main()", "{", "}", "=>", "let", "x", "+=", "1",
-    "2024", "3.14", "0x1F", "::", "//", "#", "\"quoted\"", "'single'", "<", ">", "|", "\u{a0}",
-    "\u{3000}", "\u{200b}", "\u{85}",
+    "the",
+    "The",
+    "of",
+    "and",
+    "in",
+    "ing",
+    "token",
+    "tokenizer",
+    "offsets",
+    "assistant",
+    "user",
+    "hello",
+    "world",
+    "it's",
+    "you'll",
+    "I'M",
+    "don't",
+    "中文",
+    "分词器",
+    "我们",
+    "的",
+    "是",
+    "模型",
+    "训练",
+    "数据",
+    "，",
+    "。",
+    "！",
+    "？",
+    "“",
+    "”",
+    "🎉",
+    "👍🏽",
+    "🇫🇷",
+    "é",
+    "naïve",
+    "Ünïcödé",
+    "ſ",
+    "ß",
+    "ﬁ",
+    "１２３",
+    "Ａ",
+    "fn",
+    "main()",
+    "{",
+    "}",
+    "=>",
+    "let",
+    "x",
+    "+=",
+    "1",
+    "2024",
+    "3.14",
+    "0x1F",
+    "::",
+    "//",
+    "#",
+    "\"quoted\"",
+    "'single'",
+    "<",
+    ">",
+    "|",
+    "\u{a0}",
+    "\u{3000}",
+    "\u{200b}",
+    "\u{85}",
 ];
 const SPACES: &[&str] = &[
-    " ", " ", " ", " ", "  ", "   ", "    ", "        ", "\n", "\n\n", "\t", "\r\n", " \n", "\n    ",
-    "",
+    " ", " ", " ", " ", "  ", "   ", "    ", "        ", "\n", "\n\n", "\t", "\r\n", " \n",
+    "\n    ", "",
 ];
 const ADDED: &[&str] = &[
-    "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<tool>", "</s>", "<mask>", "    ", "  ",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<tool>",
+    "</s>",
+    "<mask>",
+    "    ",
+    "  ",
 ];
 
 /// English, Chinese, code, whitespace and emoji mixed, with added-token text sprinkled in.
@@ -183,12 +250,19 @@ fn check(enc: &Encoder, texts: &[String], label: &str) -> f64 {
             let got = enc.encode_offsets(t, special).unwrap();
             let want = enc.encode_offsets_reference(t, special).unwrap();
             assert_eq!(got.0, want.0, "{label}: ids of {t:?} (special {special})");
-            assert_eq!(got.1, want.1, "{label}: offsets of {t:?} (special {special})");
+            assert_eq!(
+                got.1, want.1,
+                "{label}: offsets of {t:?} (special {special})"
+            );
         }
     }
     #[allow(clippy::cast_precision_loss)]
     let share = fast as f64 / texts.len().max(1) as f64;
-    eprintln!("{label}: {:.1}% of {} rows fast", 100.0 * share, texts.len());
+    eprintln!(
+        "{label}: {:.1}% of {} rows fast",
+        100.0 * share,
+        texts.len()
+    );
     share
 }
 
@@ -214,11 +288,36 @@ fn trained_byte_level_encodes_like_the_reference() {
     let gpt2 = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true,
                       "use_regex": true});
     let cases = [
-        ("qwen2+NFC", json!({"type": "NFC"}), split_pre(pretok::QWEN2_PATTERN), byte_level_post(false)),
-        ("cl100k", Value::Null, split_pre(pretok::CL100K_PATTERN), Value::Null),
-        ("other regex+NFKC", json!({"type": "NFKC"}), split_pre(r"\w+|[^\w\s]+|\s+"), Value::Null),
-        ("gpt2 prefix space", Value::Null, gpt2, byte_level_post(false)),
-        ("template", json!({"type": "NFC"}), split_pre(pretok::QWEN2_PATTERN), template),
+        (
+            "qwen2+NFC",
+            json!({"type": "NFC"}),
+            split_pre(pretok::QWEN2_PATTERN),
+            byte_level_post(false),
+        ),
+        (
+            "cl100k",
+            Value::Null,
+            split_pre(pretok::CL100K_PATTERN),
+            Value::Null,
+        ),
+        (
+            "other regex+NFKC",
+            json!({"type": "NFKC"}),
+            split_pre(r"\w+|[^\w\s]+|\s+"),
+            Value::Null,
+        ),
+        (
+            "gpt2 prefix space",
+            Value::Null,
+            gpt2,
+            byte_level_post(false),
+        ),
+        (
+            "template",
+            json!({"type": "NFC"}),
+            split_pre(pretok::QWEN2_PATTERN),
+            template,
+        ),
     ];
     for (label, norm, pre, post) in cases {
         let enc = variant(norm, pre, post);
@@ -233,8 +332,15 @@ fn trained_byte_level_encodes_like_the_reference() {
 #[test]
 fn declined_tokenizers_fall_back_and_say_why() {
     let texts: Vec<String> = all_generated().into_iter().step_by(7).collect();
-    let trims = variant(Value::Null, split_pre(pretok::CL100K_PATTERN), byte_level_post(true));
-    assert!(trims.encode_fast_path_disabled_reason().unwrap().contains("trims"));
+    let trims = variant(
+        Value::Null,
+        split_pre(pretok::CL100K_PATTERN),
+        byte_level_post(true),
+    );
+    assert!(trims
+        .encode_fast_path_disabled_reason()
+        .unwrap()
+        .contains("trims"));
     check(&trims, &texts, "trim_offsets");
     let mut v = trained_json().clone();
     v["normalizer"] = json!({"type": "Strip", "strip_left": true, "strip_right": true});
@@ -345,7 +451,12 @@ fn shared_tokenizers_encode_like_the_reference() {
                 .replace("<|im_end|>\n", "<|end|>\n<|endoftext|>")
         }))
         .collect();
-    let names = ["qwen2-bpe151k-rebuilt", "cl100k_base", "phi-2", "phi-3-mini"];
+    let names = [
+        "qwen2-bpe151k-rebuilt",
+        "cl100k_base",
+        "phi-2",
+        "phi-3-mini",
+    ];
     std::thread::scope(|s| {
         for name in names {
             let (texts, chat, extra) = (&texts, &chat, &extra);
@@ -369,4 +480,3 @@ fn shared_tokenizers_encode_like_the_reference() {
         }
     });
 }
-
