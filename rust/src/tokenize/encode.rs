@@ -6,12 +6,12 @@
 //! **Fast path** (byte-level BPE: GPT-2, cl100k / Llama-3, Qwen2, Phi-2). It runs the counting
 //! pipeline's steps and keeps positions: added tokens on raw text (leftmost-longest, with
 //! `lstrip`/`rstrip`), the normaliser, added tokens on normalised text (by their normalised
-//! content, like the reference's trie), the pre-tokeniser's
-//! pieces, and BPE per piece through a per-thread cache of piece → ids (an arena of ids with
-//! two maps, short pieces keyed by a packed `u128` like the count caches; cleared when it
+//! content, like the reference's trie), the pre-tokeniser's pieces, and BPE per piece through
+//! a per-thread cache of piece → ids (an arena of ids and two maps into it: short pieces keyed
+//! by a packed `u128` behind a direct-mapped front, like the count caches; all cleared when it
 //! outgrows [`MAX_ARENA_IDS`] ids or the count caches' entry and key-byte budgets). A model
-//! token covers `token_bytes[id]` bytes of its piece (the length of its byte-level spelling,
-//! a table built on first use), so offsets follow from the lengths. The reference maps every
+//! token covers `token_bytes[id]` bytes of its piece (the length of its byte-level spelling, a
+//! table built on first use), so offsets follow from the lengths. The reference maps every
 //! byte of a char to the whole char, so a token that covers part of a multi-byte char gets the
 //! char's full range: a token's offsets are (start of the char holding its first byte, end of
 //! the char holding its last byte). With `ByteLevel(add_prefix_space)` the added space maps to
@@ -20,9 +20,10 @@
 //! through the crate on the fast ids and offsets (its tokens get `(0, 0)`).
 //!
 //! **Exactness.** A row takes the reference path whenever the fast path could differ: the
-//! normaliser changes a split (offsets would need its alignments), a `single_word` added token
-//! matches, or the token lengths of a piece do not add up to the piece (a guard; never seen). Whole tokenizers fall
-//! back when they are not byte-level BPE (SentencePiece-style Phi-3: its Prepend/Replace
+//! normaliser changes a split (offsets would need its alignments; our NFC step proves most text
+//! unchanged, our NFKC/NFD/NFKD steps only ASCII), a `single_word` added token matches, or the
+//! token lengths of a piece do not add up to the piece (a guard; never seen). Whole tokenizers
+//! fall back when they are not byte-level BPE (SentencePiece-style Phi-3: its Prepend/Replace
 //! normaliser changes every row), when a post-processor trims offsets (it reads token
 //! strings), when added tokens share a content, or when special tokens are split
 //! (`encode_special_tokens`). [`Encoder::encode_fast_path_disabled_reason`] says why.
@@ -39,12 +40,14 @@ use tokenizers::{AddedToken, Encoding, PostProcessorWrapper};
 use super::bpe::Scratch;
 use super::spec::FastPlan;
 use super::{
-    short_key_in, AddedSet, Encoder, MAX_CACHED_PIECE, MAX_CACHE_ENTRIES, MAX_CACHE_KEY_BYTES,
+    short_key_in, AddedSet, Encoder, FRONT_SLOTS, MAX_CACHED_PIECE, MAX_CACHE_ENTRIES,
+    MAX_CACHE_KEY_BYTES,
 };
 use crate::error::{Result, SftError};
 
-/// Ids per thread in the piece cache's arena before the cache is cleared (64 MiB).
-const MAX_ARENA_IDS: usize = 16 << 20;
+/// Ids per thread in the piece cache's arena before the cache is cleared (32 MiB; with the
+/// maps at their entry and key-byte limits, a thread's cache stays near 100 MiB at most).
+const MAX_ARENA_IDS: usize = 8 << 20;
 
 /// Token ids and their byte offsets.
 pub type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
@@ -175,6 +178,9 @@ impl AddedSet {
 #[derive(Default)]
 struct EncLocal {
     uid: u64,
+    /// Direct-mapped front for `short` (the frequent pieces hit here without probing the large
+    /// map); empty slots hold key 0, which no piece has.
+    front: Vec<(u128, (u32, u32))>,
     short: FxHashMap<u128, (u32, u32)>,
     long: FxHashMap<Box<[u8]>, (u32, u32)>,
     long_key_bytes: usize,
@@ -190,6 +196,7 @@ thread_local! {
 
 impl EncLocal {
     fn clear(&mut self) {
+        self.front.clear();
         self.short.clear();
         self.long.clear();
         self.long_key_bytes = 0;
@@ -216,12 +223,28 @@ impl EncLocal {
         let bytes = piece.as_bytes();
         let (start, len) = if bytes.len() < 16 {
             let key = short_key_in(hay, bytes);
-            if let Some(&r) = self.short.get(&key) {
-                r
-            } else {
-                let r = self.store(plan, piece, 0);
-                self.short.insert(key, r);
-                r
+            #[allow(clippy::cast_possible_truncation)]
+            let slot = {
+                let h = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                (h >> 52) as usize & (FRONT_SLOTS - 1)
+            };
+            match self.front.get(slot) {
+                Some(&(k, r)) if k == key => r,
+                _ => {
+                    let r = if let Some(&r) = self.short.get(&key) {
+                        r
+                    } else {
+                        let r = self.store(plan, piece, 0);
+                        self.short.insert(key, r);
+                        r
+                    };
+                    // After `store`, which may have cleared the front.
+                    if self.front.is_empty() {
+                        self.front = vec![(0, (0, 0)); FRONT_SLOTS];
+                    }
+                    self.front[slot] = (key, r);
+                    r
+                }
             }
         } else if bytes.len() <= MAX_CACHED_PIECE {
             if let Some(&r) = self.long.get(bytes) {
