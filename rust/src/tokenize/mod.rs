@@ -64,6 +64,8 @@ pub struct Encoder {
     added_norm: AddedSet,
     special_added: usize,
     max_added_bytes: usize,
+    /// The fast encoder with offsets, built on first use (or why there is none).
+    encode_plan: std::sync::OnceLock<std::result::Result<encode::EncodePlan, String>>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -385,6 +387,7 @@ impl Encoder {
             added_norm,
             special_added,
             max_added_bytes,
+            encode_plan: std::sync::OnceLock::new(),
         })
     }
 
