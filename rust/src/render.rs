@@ -252,7 +252,10 @@ impl ChatTemplate {
     ) -> Result<(String, Vec<(usize, usize)>)> {
         let mut msgs: Vec<Value> = Vec::with_capacity(conv.turns.len() + 1);
         let msg = |role: &str, content: &str| {
-            Value::from_pairs([("role", Value::from(role)), ("content", Value::from(content))])
+            Value::from_pairs([
+                ("role", Value::from(role)),
+                ("content", Value::from(content)),
+            ])
         };
         if let Some(s) = conv.system {
             msgs.push(msg("system", s));
@@ -263,7 +266,11 @@ impl ChatTemplate {
                     "content holds U+FDD0/U+FDD1 (reserved noncharacters)".into(),
                 ));
             }
-            let role = if t.role == "tool_call" { "assistant" } else { t.role };
+            let role = if t.role == "tool_call" {
+                "assistant"
+            } else {
+                t.role
+            };
             msgs.push(msg(role, t.content));
         }
         let tools = match conv.tools {
@@ -345,10 +352,7 @@ fn token_at(offsets: &[(usize, usize)], text: &str, at: usize) -> Option<usize> 
 
 /// Start of the character that ends at byte `end` (the last character of `text[..end]`).
 fn last_char_start(text: &str, end: usize) -> usize {
-    text[..end]
-        .char_indices()
-        .next_back()
-        .map_or(0, |(i, _)| i)
+    text[..end].char_indices().next_back().map_or(0, |(i, _)| i)
 }
 
 /// Render and tokenise one conversation.
@@ -371,7 +375,10 @@ pub fn render(
     if let Some(include) = policy {
         for span in &mut spans {
             if include {
-                if let Some(s) = specials.iter().find(|s| text[span.1..].starts_with(s.as_str())) {
+                if let Some(s) = specials
+                    .iter()
+                    .find(|s| text[span.1..].starts_with(s.as_str()))
+                {
                     span.1 += s.len();
                 }
             } else if let Some(s) = specials
@@ -456,7 +463,10 @@ mod tests {
 
     fn conv<'a>(turns: &[(&'a str, &'a str)]) -> Conversation<'a> {
         Conversation {
-            turns: turns.iter().map(|&(role, content)| Turn { role, content }).collect(),
+            turns: turns
+                .iter()
+                .map(|&(role, content)| Turn { role, content })
+                .collect(),
             system: None,
             tools: None,
         }
@@ -502,13 +512,19 @@ mod tests {
         assert!(e.to_string().contains("roles must alternate"), "{e}");
         assert!(ChatTemplate::new("{% for %}", "", "").is_err());
         let t = ChatTemplate::new(CHATML, "", "").unwrap();
-        assert!(t.render_text(&conv(&[("user", "\u{FDD0}")]), false).is_err());
+        assert!(t
+            .render_text(&conv(&[("user", "\u{FDD0}")]), false)
+            .is_err());
     }
 
     #[test]
     fn tojson_writes_what_python_writes() {
-        let t = ChatTemplate::new("{{ tools | tojson }}|{{ tools | tojson(indent=2) }}", "", "")
-            .unwrap();
+        let t = ChatTemplate::new(
+            "{{ tools | tojson }}|{{ tools | tojson(indent=2) }}",
+            "",
+            "",
+        )
+        .unwrap();
         let c = Conversation {
             tools: Some(r#"[{"name": "f", "b": [1, 2.5, "é"], "a": {}}]"#),
             ..Conversation::default()

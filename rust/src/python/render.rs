@@ -31,7 +31,10 @@ fn output_type(fields: &[Field]) -> PolarsResult<Field> {
     Ok(Field::new(
         fields[0].name().clone(),
         DataType::Struct(vec![
-            Field::new("input_ids".into(), DataType::List(Box::new(DataType::UInt32))),
+            Field::new(
+                "input_ids".into(),
+                DataType::List(Box::new(DataType::UInt32)),
+            ),
             Field::new("labels".into(), DataType::List(Box::new(DataType::Int32))),
             Field::new("render_error".into(), DataType::String),
         ]),
@@ -59,11 +62,19 @@ fn options(k: &RenderKwargs) -> Result<RenderOptions, SftError> {
 }
 
 /// Per row: the (start, end) range of its turns in the flattened struct fields; null → None.
-fn turn_ranges(messages: &Series) -> Result<(Series, Vec<Option<(usize, usize)>>), SftError> {
+/// Flattened turns and, per row, their range in them (`None` = null row).
+type TurnRanges = (Series, Vec<Option<(usize, usize)>>);
+
+fn turn_ranges(messages: &Series) -> Result<TurnRanges, SftError> {
     let bad = |why: String| SftError::Schema(format!("messages: {why}"));
     let ca = messages
         .list()
-        .map_err(|_| bad(format!("expected a list of {{role, content}}, got {}", messages.dtype())))?
+        .map_err(|_| {
+            bad(format!(
+                "expected a list of {{role, content}}, got {}",
+                messages.dtype()
+            ))
+        })?
         .rechunk();
     let arr = ca.downcast_as_array();
     let offsets = arr.offsets().as_slice();
@@ -71,7 +82,8 @@ fn turn_ranges(messages: &Series) -> Result<(Series, Vec<Option<(usize, usize)>>
     #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
     let ranges = (0..arr.len())
         .map(|i| {
-            (!validity.is_some_and(|v| !v.get_bit(i)))
+            validity
+                .is_none_or(|v| v.get_bit(i))
                 .then(|| (offsets[i] as usize, offsets[i + 1] as usize))
         })
         .collect();
@@ -86,8 +98,8 @@ fn render(inputs: &[Series], kwargs: RenderKwargs) -> PolarsResult<Series> {
         .iter()
         .find(|(name, _)| *name == kwargs.template)
         .map_or(kwargs.template.as_str(), |(_, src)| src);
-    let template = ChatTemplate::new(source, &kwargs.bos_token, &kwargs.eos_token)
-        .map_err(to_polars)?;
+    let template =
+        ChatTemplate::new(source, &kwargs.bos_token, &kwargs.eos_token).map_err(to_polars)?;
     let (inner, ranges) = turn_ranges(&inputs[0]).map_err(to_polars)?;
     let st = inner.struct_().map_err(|_| {
         to_polars(SftError::Schema(format!(
@@ -97,7 +109,9 @@ fn render(inputs: &[Series], kwargs: RenderKwargs) -> PolarsResult<Series> {
     })?;
     let field = |name: &str| {
         st.field_by_name(name).map_err(|_| {
-            to_polars(SftError::Schema(format!("messages: the turns have no {name:?} field")))
+            to_polars(SftError::Schema(format!(
+                "messages: the turns have no {name:?} field"
+            )))
         })
     };
     let (role_s, content_s) = (field("role")?, field("content")?);
@@ -139,8 +153,14 @@ fn render(inputs: &[Series], kwargs: RenderKwargs) -> PolarsResult<Series> {
     let out = render_batch(&enc, &template, &convs, &opts).map_err(to_polars)?;
     parallel::add_progress(out.len());
     let n = out.len();
-    let mut ids = ListPrimitiveChunkedBuilder::<UInt32Type>::new("input_ids".into(), n, n * 512, DataType::UInt32);
-    let mut labels = ListPrimitiveChunkedBuilder::<Int32Type>::new("labels".into(), n, n * 512, DataType::Int32);
+    let mut ids = ListPrimitiveChunkedBuilder::<UInt32Type>::new(
+        "input_ids".into(),
+        n,
+        n * 512,
+        DataType::UInt32,
+    );
+    let mut labels =
+        ListPrimitiveChunkedBuilder::<Int32Type>::new("labels".into(), n, n * 512, DataType::Int32);
     for (row, r) in out.into_iter().enumerate() {
         match r {
             Some(Ok(x)) => {
@@ -157,7 +177,11 @@ fn render(inputs: &[Series], kwargs: RenderKwargs) -> PolarsResult<Series> {
         }
     }
     let err = StringChunked::from_iter_options("render_error".into(), errors.into_iter());
-    let fields = [ids.finish().into_series(), labels.finish().into_series(), err.into_series()];
+    let fields = [
+        ids.finish().into_series(),
+        labels.finish().into_series(),
+        err.into_series(),
+    ];
     StructChunked::from_series(inputs[0].name().clone(), n, fields.iter())
         .map(IntoSeries::into_series)
 }
