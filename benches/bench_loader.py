@@ -68,6 +68,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MEDIAN, SIGMA, MAX_LEN, VOCAB = 350, 1.0, 8192, 151_000
 MAIN = ["sftfast", "litdata", "mosaicml", "hf"]
@@ -88,7 +92,7 @@ SEED = 0
 
 
 # ----------------------------------------------------------------------------- data
-def sample_stats(ids, labels, cu) -> "np.ndarray":
+def sample_stats(ids, labels, cu) -> np.ndarray:
     """Per sample: length, sum of ids, learned-label count and sum (labels as delivered)."""
     import numpy as np
 
@@ -103,7 +107,7 @@ def sample_stats(ids, labels, cu) -> "np.ndarray":
                      np.add.reduceat(np.where(learned, labels, 0), starts)], axis=1)
 
 
-def digest(stats: "np.ndarray") -> str:
+def digest(stats: np.ndarray) -> str:
     import numpy as np
 
     s = stats[np.lexsort(stats.T[::-1])]
@@ -132,7 +136,6 @@ def prepare(args) -> dict:
     # 1. samples and shards
     import polars as pl
     import pyarrow as pa
-
     import sftfast
 
     t = time.perf_counter()
@@ -300,7 +303,9 @@ def make_loader(tool: str, data: Path, bs: int, drop_last: bool):
     """(iterable of ready batches, fn batch -> real tokens)."""
     import numpy as np
 
-    flat = lambda b: b["input_ids"].shape[1]  # noqa: E731
+    def flat(b):
+        return b["input_ids"].shape[1]
+
     if tool.startswith("sftfast"):
         import sftfast.torch as st
 
@@ -458,7 +463,9 @@ def main() -> None:
     print(f"data ready in {time.perf_counter() - t:.1f} s: {json.dumps(meta)}", file=sys.stderr)
     tmp = args.data / "run"
     tmp.mkdir(exist_ok=True)
-    log = lambda s: print(f"[{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)  # noqa: E731
+    def log(s):
+        print(f"[{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)
+
 
     checks: dict[str, dict] = {}
     if not args.no_check:
@@ -546,7 +553,7 @@ def main() -> None:
         lines.append(f"Same data (one epoch each, drop_last off, shuffle on; digest of the "
                      f"sorted per-sample (length, sum of ids, learned labels, their sum); shard "
                      f"files: {want}): " + "; ".join(parts) + ". Positions restart and first "
-                     f"labels are −100 in every batch of every checked tool.")
+                     "labels are −100 in every batch of every checked tool.")
     for tool, err in errors.items():
         lines += ["", f"{tool} failed:", "```", err.strip()[-1500:], "```"]
     text = "\n".join(lines) + "\n"

@@ -114,6 +114,7 @@ def render_expr(
 
     tok = load_tokenizer(tokenizer)
     src, bos, eos = _template(tok, template)
+    _native.check_template(BUILTIN_TEMPLATES.get(src, src))  # ConfigError now, not mid-query
     args = [pl.col(messages) if isinstance(messages, str) else messages]
     for extra in (system, tools):
         if extra is not None:

@@ -11,9 +11,11 @@
 //!
 //! Assistant spans come from the template where it has `{% generation %}` blocks: minijinja does
 //! not know that tag, so the block is rewritten to print two noncharacters (U+FDD0, U+FDD1)
-//! around its body, which are removed after rendering. For templates without such blocks, each
-//! assistant message's content (trimmed) is found in the rendered text in order, and the end-of-
-//! turn policy decides whether the special token right after it (`<|im_end|>`, `<|eot_id|>`,
+//! around its body, which are removed after rendering. For templates without such blocks, the
+//! conversation is rendered a second time with the markers around each reply's trimmed text;
+//! when that render minus the markers equals the plain one, the marked spans are exact, and
+//! otherwise each turn's text is found in order. The end-of-turn policy then decides whether the
+//! special token after a reply (after any trailing whitespace: `<|im_end|>`, `<|eot_id|>`,
 //! `<|end|>`) is learned too.
 //!
 //! Labels are the ids on learned tokens and −100 elsewhere (not shifted). Cost: the template
@@ -243,35 +245,96 @@ impl ChatTemplate {
     ///
     /// # Errors
     /// [`SftError::Schema`] when the template raises (e.g. roles out of order), a content
-    /// holds U+FDD0/U+FDD1, the tools are not JSON, or an assistant reply is not found in the
-    /// rendered text.
+    /// holds U+FDD0/U+FDD1, the tools are not JSON, or an assistant reply cannot be located.
     pub fn render_text(
         &self,
         conv: &Conversation<'_>,
         add_generation_prompt: bool,
     ) -> Result<(String, Vec<(usize, usize)>)> {
-        let mut msgs: Vec<Value> = Vec::with_capacity(conv.turns.len() + 1);
-        let msg = |role: &str, content: &str| {
-            Value::from_pairs([
-                ("role", Value::from(role)),
-                ("content", Value::from(content)),
-            ])
-        };
-        if let Some(s) = conv.system {
-            msgs.push(msg("system", s));
-        }
         for t in &conv.turns {
             if t.content.contains([OPEN, CLOSE]) {
                 return Err(SftError::Schema(
                     "content holds U+FDD0/U+FDD1 (reserved noncharacters)".into(),
                 ));
             }
+        }
+        let raw = self.render_raw(conv, add_generation_prompt, false)?;
+        if self.has_generation {
+            return Ok(split_markers(&raw));
+        }
+        // No generation blocks: render again with the markers around each reply's trimmed
+        // core (whitespace stays outside, so `| trim` and friends see the same text). If the
+        // markers come out in pairs and the text without them is the plain render, the spans
+        // are exact; otherwise find each turn's text in order.
+        let marked = self.render_raw(conv, add_generation_prompt, true)?;
+        let (text, spans) = split_markers(&marked);
+        let replies = conv
+            .turns
+            .iter()
+            .filter(|t| is_reply(t.role) && !t.content.trim().is_empty())
+            .count();
+        if text == raw && spans.len() == replies {
+            return Ok((raw, spans));
+        }
+        let mut spans = Vec::new();
+        let mut cursor = 0;
+        for t in &conv.turns {
+            let needle = t.content.trim();
+            if needle.is_empty() {
+                continue;
+            }
+            match raw[cursor..].find(needle) {
+                Some(at) => {
+                    if is_reply(t.role) {
+                        spans.push((cursor + at, cursor + at + needle.len()));
+                    }
+                    cursor += at + needle.len();
+                }
+                None if is_reply(t.role) => {
+                    return Err(SftError::Schema(
+                        "an assistant reply is not in the rendered text (the template changes \
+                         it); use a template with {% generation %} blocks"
+                            .into(),
+                    ))
+                }
+                None => {}
+            }
+        }
+        Ok((raw, spans))
+    }
+
+    fn render_raw(
+        &self,
+        conv: &Conversation<'_>,
+        add_generation_prompt: bool,
+        mark_replies: bool,
+    ) -> Result<String> {
+        let mut msgs: Vec<Value> = Vec::with_capacity(conv.turns.len() + 1);
+        let msg = |role: &str, content: Value| {
+            Value::from_pairs([("role", Value::from(role)), ("content", content)])
+        };
+        if let Some(s) = conv.system {
+            msgs.push(msg("system", Value::from(s)));
+        }
+        for t in &conv.turns {
             let role = if t.role == "tool_call" {
                 "assistant"
             } else {
                 t.role
             };
-            msgs.push(msg(role, t.content));
+            let core = t.content.trim();
+            let content = if mark_replies && is_reply(t.role) && !core.is_empty() {
+                let start = t.content.len() - t.content.trim_start().len();
+                let end = start + core.len();
+                Value::from(format!(
+                    "{}{OPEN}{core}{CLOSE}{}",
+                    &t.content[..start],
+                    &t.content[end..]
+                ))
+            } else {
+                Value::from(t.content)
+            };
+            msgs.push(msg(role, content));
         }
         let tools = match conv.tools {
             None => Value::from(()),
@@ -292,49 +355,32 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| SftError::Config(e.to_string()))?;
-        let raw = tmpl
-            .render(ctx)
-            .map_err(|e| SftError::Schema(format!("template: {e}")))?;
-        if self.has_generation {
-            let mut text = String::with_capacity(raw.len());
-            let mut spans = Vec::new();
-            let mut open = None;
-            for c in raw.chars() {
-                match c {
-                    OPEN => open = Some(text.len()),
-                    CLOSE => {
-                        if let Some(a) = open.take() {
-                            spans.push((a, text.len()));
-                        }
-                    }
-                    _ => text.push(c),
+        tmpl.render(ctx)
+            .map_err(|e| SftError::Schema(format!("template: {e}")))
+    }
+}
+
+fn is_reply(role: &str) -> bool {
+    role == "assistant" || role == "tool_call"
+}
+
+/// Remove the markers; spans between each OPEN and the next CLOSE (byte ranges of the result).
+fn split_markers(raw: &str) -> (String, Vec<(usize, usize)>) {
+    let mut text = String::with_capacity(raw.len());
+    let mut spans = Vec::new();
+    let mut open = None;
+    for c in raw.chars() {
+        match c {
+            OPEN => open = Some(text.len()),
+            CLOSE => {
+                if let Some(a) = open.take() {
+                    spans.push((a, text.len()));
                 }
             }
-            return Ok((text, spans));
+            _ => text.push(c),
         }
-        // No generation blocks: find each assistant reply (trimmed) in order.
-        let mut spans = Vec::new();
-        let mut cursor = 0;
-        for t in &conv.turns {
-            if t.role != "assistant" && t.role != "tool_call" {
-                continue;
-            }
-            let needle = t.content.trim();
-            if needle.is_empty() {
-                continue;
-            }
-            let at = raw[cursor..].find(needle).ok_or_else(|| {
-                SftError::Schema(
-                    "an assistant reply is not in the rendered text (the template changes it); \
-                     use a template with {% generation %} blocks"
-                        .into(),
-                )
-            })?;
-            spans.push((cursor + at, cursor + at + needle.len()));
-            cursor += at + needle.len();
-        }
-        Ok((raw, spans))
     }
+    (text, spans)
 }
 
 /// The first token whose byte range overlaps the character at byte `at` (transformers'
@@ -375,11 +421,20 @@ pub fn render(
     if let Some(include) = policy {
         for span in &mut spans {
             if include {
+                // Whitespace between the reply and the end token (a reply ending in "\n")
+                // is learned with the token.
+                let rest = &text[span.1..];
+                let ws = rest.len() - rest.trim_start().len();
+                // A span that already ends in a special token (a generation block holding
+                // it) is complete: the next special token opens the next turn.
+                let done = specials
+                    .iter()
+                    .any(|s| text[span.0..span.1].ends_with(s.as_str()));
                 if let Some(s) = specials
                     .iter()
-                    .find(|s| text[span.1..].starts_with(s.as_str()))
+                    .find(|s| !done && rest[ws..].starts_with(s.as_str()))
                 {
-                    span.1 += s.len();
+                    span.1 += ws + s.len();
                 }
             } else if let Some(s) = specials
                 .iter()

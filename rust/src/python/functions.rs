@@ -151,7 +151,17 @@ fn builtin_templates() -> Vec<(&'static str, &'static str)> {
     crate::render::BUILTIN.to_vec()
 }
 
+/// Compile a chat template (raises `ConfigError` with the line when it does not compile);
+/// returns whether it has `{% generation %}` blocks.
+#[pyfunction]
+fn check_template(source: &str) -> PyResult<bool> {
+    crate::render::ChatTemplate::new(source, "", "")
+        .map(|t| t.has_generation())
+        .map_err(super::errors::to_py)
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(check_template, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
     m.add_function(wrap_pyfunction!(load_tokenizer_json, m)?)?;
     m.add_function(wrap_pyfunction!(load_tokenizer_path, m)?)?;

@@ -132,7 +132,10 @@ fn render(inputs: &[Series], kwargs: RenderKwargs) -> PolarsResult<Series> {
         .iter()
         .enumerate()
         .map(|(row, r)| {
-            let (a, b) = (*r)?;
+            let Some((a, b)) = *r else {
+                errors[row] = Some("messages: null".into());
+                return None;
+            };
             let mut turns = Vec::with_capacity(b - a);
             for i in a..b {
                 match (roles[i], contents[i]) {

@@ -11,7 +11,7 @@ use super::convert::list_column;
 use super::run_detached;
 use crate::error::SftError;
 use crate::pack::Overlong;
-use crate::shard::{PackMethod, SampleBatch, ShardConfig, ShardSet, ShardWriter};
+use crate::shard::{Le32, Le64, PackMethod, SampleBatch, ShardConfig, ShardSet, ShardWriter};
 
 fn to_py(e: SftError) -> PyErr {
     super::errors::to_py(e)
@@ -153,6 +153,14 @@ fn bytes_of<T: Copy>(py: Python<'_>, v: &[T], put: impl Fn(T, &mut Vec<u8>)) -> 
     PyByteArray::new(py, &out).unbind()
 }
 
+/// A zero-filled bytearray of `n` bytes.
+fn zeroed(py: Python<'_>, n: usize) -> Py<PyByteArray> {
+    PyByteArray::new_with(py, n, |_| Ok(())).map_or_else(
+        |_| PyByteArray::new(py, &vec![0; n]).unbind(),
+        Bound::unbind,
+    )
+}
+
 fn rows_of(rows: &[u8]) -> Vec<u64> {
     rows.chunks_exact(8)
         .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
@@ -216,18 +224,26 @@ impl PyShardReader {
 
     /// The padding-free batch of `rows` (little-endian u64 row ids).
     fn collate_flat(&self, py: Python<'_>, rows: &[u8]) -> PyResult<Flat> {
-        // Microseconds of copying: not worth a GIL release.
-        let b = self.set.collate_flat(&rows_of(rows)).map_err(to_py)?;
-        let put64 = |x: i64, o: &mut Vec<u8>| o.extend(x.to_le_bytes());
-        Ok((
-            bytes_of(py, &b.input_ids, put64),
-            bytes_of(py, &b.labels, put64),
-            bytes_of(py, &b.position_ids, put64),
-            bytes_of(py, &b.cu_seq_lens, |x, o| o.extend(x.to_le_bytes())),
-            b.max_length,
-            b.samples,
-            b.loss_tokens,
-        ))
+        // Microseconds of copying: not worth a GIL release. Written straight into the
+        // bytearrays that become the tensors (one copy from the memory map).
+        let rows = rows_of(rows);
+        let (t, n) = self.set.flat_size(&rows).map_err(to_py)?;
+        let [ids, labels, pos] = [0; 3].map(|_| zeroed(py, t * 8));
+        let cu = zeroed(py, (n + 1) * 4);
+        // SAFETY: the four bytearrays were just made here and no Python code has seen them;
+        // the GIL is held, so nothing else can resize or read them while we write.
+        #[allow(unsafe_code)]
+        let (max_len, loss) = unsafe {
+            self.set.collate_flat_into(
+                &rows,
+                &mut Le64(ids.bind(py).as_bytes_mut()),
+                &mut Le64(labels.bind(py).as_bytes_mut()),
+                &mut Le64(pos.bind(py).as_bytes_mut()),
+                &mut Le32(cu.bind(py).as_bytes_mut()),
+            )
+        }
+        .map_err(to_py)?;
+        Ok((ids, labels, pos, cu, max_len, n as u64, loss))
     }
 
     /// Fixed-length rows of `rows`, with the block-diagonal mask when `mask`.
@@ -238,20 +254,25 @@ impl PyShardReader {
         pad_id: i64,
         mask: bool,
     ) -> PyResult<Padded> {
-        let b = self
-            .set
-            .collate_padded(&rows_of(rows), pad_id, mask)
-            .map_err(to_py)?;
-        let put64 = |x: i64, o: &mut Vec<u8>| o.extend(x.to_le_bytes());
-        Ok((
-            bytes_of(py, &b.input_ids, put64),
-            bytes_of(py, &b.labels, put64),
-            bytes_of(py, &b.position_ids, put64),
-            b.attention_mask.map(|m| PyByteArray::new(py, &m).unbind()),
-            b.samples,
-            b.tokens,
-            b.loss_tokens,
-        ))
+        let rows = rows_of(rows);
+        let l = self.set.manifest().seq_len as usize;
+        let n = rows.len() * l;
+        let [ids, labels, pos] = [0; 3].map(|_| zeroed(py, n * 8));
+        let m = mask.then(|| zeroed(py, n * l));
+        // SAFETY: as in `collate_flat`: fresh bytearrays, GIL held.
+        #[allow(unsafe_code)]
+        let (samples, tokens, loss) = unsafe {
+            self.set.collate_padded_into(
+                &rows,
+                pad_id,
+                &mut Le64(ids.bind(py).as_bytes_mut()),
+                &mut Le64(labels.bind(py).as_bytes_mut()),
+                &mut Le64(pos.bind(py).as_bytes_mut()),
+                m.as_ref().map(|m| m.bind(py).as_bytes_mut()),
+            )
+        }
+        .map_err(to_py)?;
+        Ok((ids, labels, pos, m, samples, tokens, loss))
     }
 
     /// Rows `start..end` as a frame: one packed row per line (`input_ids`, `labels`,

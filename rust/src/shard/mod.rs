@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use npy::Dtype;
-pub use read::{FlatBatch, PaddedBatch, ShardSet};
+pub use read::{FlatBatch, Le32, Le64, PaddedBatch, ShardSet, Sink};
 pub use write::{PackMethod, SampleBatch, ShardConfig, ShardWriter};
 
 /// The `format` field of every manifest.

@@ -367,38 +367,152 @@ impl ShardSet {
         })
     }
 
+    /// Tokens and samples (pieces) in `rows`: the sizes of a flat batch.
+    ///
+    /// # Errors
+    /// [`SftError::Config`] when a row id is out of range.
+    pub fn flat_size(&self, rows: &[u64]) -> Result<(usize, usize)> {
+        let (mut t, mut n) = (0, 0);
+        for &row in rows {
+            let (s, r) = self.locate(row)?;
+            let (a, b) = (
+                s.row_offsets.u64_at(r) as usize,
+                s.row_offsets.u64_at(r + 1) as usize,
+            );
+            t += (s.sample_offsets.u64_at(b) - s.sample_offsets.u64_at(a)) as usize;
+            n += b - a;
+        }
+        Ok((t, n))
+    }
+
+    /// Write the padding-free batch of `rows` into sinks sized by [`ShardSet::flat_size`]
+    /// (`cu` holds samples + 1 values); returns (longest sample, learned labels).
+    ///
+    /// # Errors
+    /// [`SftError::Config`] when a row id is out of range.
+    pub fn collate_flat_into(
+        &self,
+        rows: &[u64],
+        ids: &mut impl Sink,
+        labels: &mut impl Sink,
+        pos: &mut impl Sink,
+        cu: &mut impl Sink,
+    ) -> Result<(u32, u64)> {
+        let ig = i64::from(IGNORE);
+        let (mut at, mut k, mut max_len, mut loss) = (0usize, 0usize, 0usize, 0u64);
+        cu.put(0, 0);
+        for p in self.pieces(rows) {
+            let (_, s, a, b) = p?;
+            for (i, v) in s.input_ids.u32_range(a, b).enumerate() {
+                ids.put(at + i, i64::from(v));
+                pos.put(at + i, i as i64);
+            }
+            for (i, v) in s.labels.i32_range(a, b).enumerate() {
+                let v = if i == 0 { ig } else { i64::from(v) };
+                loss += u64::from(v != ig);
+                labels.put(at + i, v);
+            }
+            at += b - a;
+            k += 1;
+            cu.put(k, at as i64);
+            max_len = max_len.max(b - a);
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        Ok((max_len as u32, loss))
+    }
+
     /// The padding-free batch of `rows`.
     ///
     /// # Errors
     /// [`SftError::Config`] when a row id is out of range.
     pub fn collate_flat(&self, rows: &[u64]) -> Result<FlatBatch> {
+        let (t, n) = self.flat_size(rows)?;
         let mut out = FlatBatch {
-            cu_seq_lens: vec![0],
+            input_ids: vec![0; t],
+            labels: vec![0; t],
+            position_ids: vec![0; t],
+            samples: n as u64,
             ..FlatBatch::default()
         };
-        for p in self.pieces(rows) {
-            let (_, s, a, b) = p?;
-            let len = b - a;
-            out.input_ids
-                .extend(s.input_ids.u32_range(a, b).map(i64::from));
-            let first = out.labels.len();
-            out.labels.extend(s.labels.i32_range(a, b).map(i64::from));
-            out.labels[first] = i64::from(IGNORE);
-            out.position_ids.extend(0..len as i64);
-            #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
-            out.cu_seq_lens.push(out.input_ids.len() as i32);
-            #[allow(clippy::cast_possible_truncation)]
-            {
-                out.max_length = out.max_length.max(len as u32);
-            }
-            out.samples += 1;
+        let mut cu = vec![0i64; n + 1];
+        let (max_length, loss) = self.collate_flat_into(
+            rows,
+            &mut out.input_ids,
+            &mut out.labels,
+            &mut out.position_ids,
+            &mut cu,
+        )?;
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            out.cu_seq_lens = cu.into_iter().map(|x| x as i32).collect();
         }
-        out.loss_tokens = out
-            .labels
-            .iter()
-            .filter(|&&l| l != i64::from(IGNORE))
-            .count() as u64;
+        out.max_length = max_length;
+        out.loss_tokens = loss;
         Ok(out)
+    }
+
+    /// Write fixed `[B, seq_len]` rows into sinks of `B * seq_len` values (every slot is
+    /// written) and, with `mask` (`B * L * L` zeroed bytes), the block-diagonal causal mask;
+    /// returns (samples, real tokens, learned labels).
+    ///
+    /// # Errors
+    /// [`SftError::Config`] when a row id is out of range or `mask` has the wrong size.
+    pub fn collate_padded_into(
+        &self,
+        rows: &[u64],
+        pad_id: i64,
+        ids: &mut impl Sink,
+        labels: &mut impl Sink,
+        pos: &mut impl Sink,
+        mut mask: Option<&mut [u8]>,
+    ) -> Result<(u64, u64, u64)> {
+        let l = self.manifest.seq_len as usize;
+        let ig = i64::from(IGNORE);
+        if let Some(m) = mask.as_deref() {
+            if m.len() != rows.len() * l * l {
+                return Err(SftError::Config(format!(
+                    "mask: expected {} bytes, got {}",
+                    rows.len() * l * l,
+                    m.len()
+                )));
+            }
+        }
+        let mut fill = vec![0usize; rows.len()];
+        let (mut samples, mut loss) = (0u64, 0u64);
+        for p in self.pieces(rows) {
+            let (k, s, a, e) = p?;
+            let at = k * l + fill[k];
+            for (i, v) in s.input_ids.u32_range(a, e).enumerate() {
+                ids.put(at + i, i64::from(v));
+                pos.put(at + i, i as i64);
+            }
+            for (i, v) in s.labels.i32_range(a, e).enumerate() {
+                let v = if i == 0 { ig } else { i64::from(v) };
+                loss += u64::from(v != ig);
+                labels.put(at + i, v);
+            }
+            if let Some(m) = mask.as_deref_mut() {
+                let base = k * l * l;
+                for q in fill[k]..fill[k] + (e - a) {
+                    m[base + q * l + fill[k]..=base + q * l + q].fill(1);
+                }
+            }
+            fill[k] += e - a;
+            samples += 1;
+        }
+        let mut tokens = 0u64;
+        for (k, &f) in fill.iter().enumerate() {
+            tokens += f as u64;
+            for (i, q) in (f..l).enumerate() {
+                ids.put(k * l + q, pad_id);
+                labels.put(k * l + q, ig);
+                pos.put(k * l + q, i as i64);
+                if let Some(m) = mask.as_deref_mut() {
+                    m[k * l * l + q * l + q] = 1;
+                }
+            }
+        }
+        Ok((samples, tokens, loss))
     }
 
     /// Fixed `[B, seq_len]` rows of `rows`; with `mask`, the `[B, L, L]` block-diagonal mask.
@@ -407,57 +521,56 @@ impl ShardSet {
     /// [`SftError::Config`] when a row id is out of range.
     pub fn collate_padded(&self, rows: &[u64], pad_id: i64, mask: bool) -> Result<PaddedBatch> {
         let l = self.manifest.seq_len as usize;
-        let b = rows.len();
-        let ig = i64::from(IGNORE);
+        let n = rows.len() * l;
         let mut out = PaddedBatch {
-            input_ids: vec![pad_id; b * l],
-            labels: vec![ig; b * l],
-            position_ids: vec![0; b * l],
-            attention_mask: mask.then(|| vec![0u8; b * l * l]),
+            input_ids: vec![0; n],
+            labels: vec![0; n],
+            position_ids: vec![0; n],
+            attention_mask: mask.then(|| vec![0u8; n * l]),
             ..PaddedBatch::default()
         };
-        let mut fill = vec![0usize; b];
-        for p in self.pieces(rows) {
-            let (k, s, a, e) = p?;
-            let at = k * l + fill[k];
-            let len = e - a;
-            for (dst, v) in out.input_ids[at..at + len]
-                .iter_mut()
-                .zip(s.input_ids.u32_range(a, e))
-            {
-                *dst = i64::from(v);
-            }
-            for (dst, v) in out.labels[at..at + len]
-                .iter_mut()
-                .zip(s.labels.i32_range(a, e))
-            {
-                *dst = i64::from(v);
-            }
-            out.labels[at] = ig;
-            for (i, dst) in out.position_ids[at..at + len].iter_mut().enumerate() {
-                *dst = i as i64;
-            }
-            if let Some(m) = out.attention_mask.as_mut() {
-                let base = k * l * l;
-                for i in 0..len {
-                    let q = fill[k] + i;
-                    let row = &mut m[base + q * l..base + q * l + l];
-                    row[fill[k]..=q].fill(1);
-                }
-            }
-            fill[k] += len;
-            out.samples += 1;
-        }
-        for (k, &f) in fill.iter().enumerate() {
-            out.tokens += f as u64;
-            for (i, q) in (f..l).enumerate() {
-                out.position_ids[k * l + q] = i as i64;
-                if let Some(m) = out.attention_mask.as_mut() {
-                    m[k * l * l + q * l + q] = 1;
-                }
-            }
-        }
-        out.loss_tokens = out.labels.iter().filter(|&&x| x != ig).count() as u64;
+        let (samples, tokens, loss) = self.collate_padded_into(
+            rows,
+            pad_id,
+            &mut out.input_ids,
+            &mut out.labels,
+            &mut out.position_ids,
+            out.attention_mask.as_deref_mut(),
+        )?;
+        out.samples = samples;
+        out.tokens = tokens;
+        out.loss_tokens = loss;
         Ok(out)
+    }
+}
+
+/// Where collation writes values: a `Vec<i64>` or little-endian bytes (a Python buffer).
+pub trait Sink {
+    /// Set element `i`.
+    fn put(&mut self, i: usize, v: i64);
+}
+
+impl Sink for Vec<i64> {
+    fn put(&mut self, i: usize, v: i64) {
+        self[i] = v;
+    }
+}
+
+/// Little-endian i64 elements in a byte buffer.
+pub struct Le64<'a>(pub &'a mut [u8]);
+
+impl Sink for Le64<'_> {
+    fn put(&mut self, i: usize, v: i64) {
+        self.0[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Little-endian i32 elements in a byte buffer (values are cut to 32 bits).
+pub struct Le32<'a>(pub &'a mut [u8]);
+
+impl Sink for Le32<'_> {
+    #[allow(clippy::cast_possible_truncation)]
+    fn put(&mut self, i: usize, v: i64) {
+        self.0[i * 4..i * 4 + 4].copy_from_slice(&(v as i32).to_le_bytes());
     }
 }
