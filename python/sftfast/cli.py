@@ -203,6 +203,18 @@ def run_demo(args: argparse.Namespace) -> FilterStats:
                                 budget=res.stats.rows_kept // 2, max_epochs=4, seed=args.seed,
                                 dry_run=True)
     print(f"\nrebalance (UniMax, half the kept rows, at most 4 epochs per category):\n{plan}")
+    # Render as ChatML conversations and pack into shards of 1024-token rows.
+    t3 = time.perf_counter()
+    convs = res.kept.select(messages=pl.concat_list(
+        pl.struct(role=pl.lit("user"), content=pl.col("question")),
+        pl.struct(role=pl.lit("assistant"), content=pl.col("answer"))))
+    rendered = sftfast.render(convs, tok, template="chatml")
+    with tempfile.TemporaryDirectory(prefix="sftfast-demo-") as tmp:
+        m = sftfast.write_shards(rendered.frame, tmp, seq_len=1024, tokenizer=tok)
+    print(f"\nrender (chatml, assistant-only labels) + pack into 1024-token rows: "
+          f"{m.samples:,} samples -> {m.rows:,} rows, {m.tokens:,} tokens "
+          f"({m.loss_tokens:,} learned), efficiency {m.packing.efficiency:.2%}, "
+          f"{len(m.shards)} shard(s), {time.perf_counter() - t3:.2f}s")
     if args.out:
         res.kept.write_parquet(args.out)
         print(f"wrote {args.out}")
