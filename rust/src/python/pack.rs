@@ -6,7 +6,7 @@ use pyo3_polars::{PyDataFrame, PySeries};
 
 use super::run_detached;
 use crate::error::SftError;
-use crate::pack::{pack_bfd, Overlong};
+use crate::pack::pack_bfd;
 
 /// Pack a column of lengths; returns (pieces frame: row, sample, start, len; stats by name).
 #[pyfunction]
@@ -18,17 +18,7 @@ fn pack_lengths(
     overlong: &str,
     max_per_row: Option<u32>,
 ) -> PyResult<(PyDataFrame, Vec<(String, u64)>)> {
-    let policy = match overlong {
-        "drop" => Overlong::Drop,
-        "truncate_right" => Overlong::TruncateRight,
-        "truncate_left" => Overlong::TruncateLeft,
-        "split" => Overlong::Split,
-        other => {
-            return Err(super::errors::to_py(SftError::Config(format!(
-                "overlong: expected drop, truncate_right, truncate_left or split; got {other:?}"
-            ))))
-        }
-    };
+    let policy = super::shard::overlong_of(overlong)?;
     let s = lengths.0;
     let packing = run_detached(py, move || {
         let c = s

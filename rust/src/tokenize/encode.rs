@@ -133,7 +133,7 @@ impl EncodePlan {
 }
 
 /// A part of a split, as byte ranges: an added token (pattern, start, end), or text.
-enum Span {
+pub(super) enum Span {
     Added(usize, usize, usize),
     Text(usize, usize),
 }
@@ -141,7 +141,7 @@ enum Span {
 impl AddedSet {
     /// [`AddedSet::split`] with positions, like `AddedVocabulary::find_matches`; `false` when
     /// the row needs the reference path.
-    fn split_spans(&self, text: &str, f: &mut dyn FnMut(Span)) -> bool {
+    pub(super) fn split_spans(&self, text: &str, f: &mut dyn FnMut(Span)) -> bool {
         let Some(matcher) = &self.matcher else {
             f(Span::Text(0, text.len()));
             return true;

@@ -296,35 +296,10 @@ impl AddedSet {
 
     /// Feed the segments of `text` to `f`; `false` when the row needs the reference path.
     fn split<'t>(&self, text: &'t str, f: &mut dyn FnMut(Seg<'t>)) -> bool {
-        let Some(matcher) = &self.matcher else {
-            f(Seg::Text(text));
-            return true;
-        };
-        let mut offset = 0;
-        for (pattern, m_start, m_end) in matcher.find_iter(text) {
-            let (lstrip, rstrip, single_word) = self.flags[pattern];
-            if self.fallback_on_match || single_word {
-                return false;
-            }
-            let mut start = m_start;
-            let mut stop = m_end;
-            if lstrip {
-                let trimmed = text[..start].trim_end_matches(char::is_whitespace).len();
-                start = trimmed.max(offset);
-            }
-            if rstrip {
-                stop = text.len() - text[stop..].trim_start_matches(char::is_whitespace).len();
-            }
-            if offset < start {
-                f(Seg::Text(&text[offset..start]));
-            }
-            f(Seg::Added);
-            offset = stop;
-        }
-        if offset < text.len() {
-            f(Seg::Text(&text[offset..]));
-        }
-        true
+        self.split_spans(text, &mut |span| match span {
+            encode::Span::Text(a, b) => f(Seg::Text(&text[a..b])),
+            encode::Span::Added(..) => f(Seg::Added),
+        })
     }
 }
 
