@@ -265,6 +265,34 @@ impl Bpe {
         scratch.force_heap = saved;
     }
 
+    /// For a byte-level model: the byte length of every token the merges can produce (`size`
+    /// entries; 0 for ids no byte sequence produces). Each of the 256 byte ids is 1 byte and a
+    /// merged id is as long as its two parts, filled in rank order (a part always has a lower
+    /// rank than the merge using it). `None` for char-level models.
+    pub(crate) fn byte_lengths(&self, size: usize) -> Option<Vec<u32>> {
+        let Init::Bytes(bytes) = &self.init else {
+            return None;
+        };
+        let mut len = vec![0u32; size];
+        for &id in bytes.iter() {
+            *len.get_mut(id as usize)? = 1;
+        }
+        let mut merges: Vec<(u32, u32, u32, u32)> = self
+            .merges
+            .iter()
+            .map(|(&k, &(rank, merged))| (rank, (k >> 32) as u32, k as u32, merged))
+            .collect();
+        merges.sort_unstable();
+        for (_, a, b, merged) in merges {
+            let l = len.get(a as usize)? + len.get(b as usize)?;
+            let slot = len.get_mut(merged as usize)?;
+            if *slot == 0 {
+                *slot = l;
+            }
+        }
+        Some(len)
+    }
+
     /// Number of tokens `word` merges into.
     pub fn count(&self, word: &str, scratch: &mut Scratch) -> usize {
         let mut out = std::mem::take(&mut scratch.out);

@@ -89,14 +89,22 @@ impl EncodePlan {
                 true
             }
         };
-        let vocab = reference.get_vocab(false);
-        let size = vocab.values().max().map_or(0, |&m| m as usize + 1);
-        let mut token_bytes = vec![0u32; size];
-        for (token, &id) in &vocab {
-            // Byte-level spellings: one char per byte. Tokens outside the byte alphabet are
-            // never produced from bytes, and the per-piece length check guards the rest.
-            token_bytes[id as usize] = u32::try_from(token.chars().count()).unwrap_or(0);
-        }
+        // Token byte lengths from the merges (no copy of the 100k+ vocabulary strings); if the
+        // ids are not contiguous, from the vocabulary's byte-level spellings (one char per byte).
+        // Tokens outside the byte alphabet are never produced from bytes, and the per-piece
+        // length check guards the rest.
+        let token_bytes = match plan.bpe.byte_lengths(reference.get_vocab_size(false)) {
+            Some(t) => t,
+            None => {
+                let vocab = reference.get_vocab(false);
+                let size = vocab.values().max().map_or(0, |&m| m as usize + 1);
+                let mut token_bytes = vec![0u32; size];
+                for (token, &id) in &vocab {
+                    token_bytes[id as usize] = u32::try_from(token.chars().count()).unwrap_or(0);
+                }
+                token_bytes
+            }
+        };
         // Normalised tokens match their normalised content, as the reference's trie (built
         // after the normaliser when loading) does.
         let mut raw: Vec<(u32, AddedToken)> = Vec::new();
