@@ -76,7 +76,6 @@ def test_epochs_shuffle_deterministically(shards: Path) -> None:
     e0 = [pieces(b) for b in ld]
     e1 = [pieces(b) for b in ld]
     assert ld.epoch == 2 and e0 != e1
-    assert sorted(map(tuple, e0)) != sorted(map(tuple, e1)) or e0 != e1
     assert run(shards, batch_size=2, seed=1) == e0
     assert run(shards, batch_size=2, seed=2) != e0
     flat0 = sorted(p for b in e0 for p in b)

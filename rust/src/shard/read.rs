@@ -398,20 +398,11 @@ impl ShardSet {
         pos: &mut impl Sink,
         cu: &mut impl Sink,
     ) -> Result<(u32, u64)> {
-        let ig = i64::from(IGNORE);
         let (mut at, mut k, mut max_len, mut loss) = (0usize, 0usize, 0usize, 0u64);
         cu.put(0, 0);
         for p in self.pieces(rows) {
             let (_, s, a, b) = p?;
-            for (i, v) in s.input_ids.u32_range(a, b).enumerate() {
-                ids.put(at + i, i64::from(v));
-                pos.put(at + i, i as i64);
-            }
-            for (i, v) in s.labels.i32_range(a, b).enumerate() {
-                let v = if i == 0 { ig } else { i64::from(v) };
-                loss += u64::from(v != ig);
-                labels.put(at + i, v);
-            }
+            loss += put_piece(s, a, b, at, ids, labels, pos);
             at += b - a;
             k += 1;
             cu.put(k, at as i64);
@@ -481,16 +472,7 @@ impl ShardSet {
         let (mut samples, mut loss) = (0u64, 0u64);
         for p in self.pieces(rows) {
             let (k, s, a, e) = p?;
-            let at = k * l + fill[k];
-            for (i, v) in s.input_ids.u32_range(a, e).enumerate() {
-                ids.put(at + i, i64::from(v));
-                pos.put(at + i, i as i64);
-            }
-            for (i, v) in s.labels.i32_range(a, e).enumerate() {
-                let v = if i == 0 { ig } else { i64::from(v) };
-                loss += u64::from(v != ig);
-                labels.put(at + i, v);
-            }
+            loss += put_piece(s, a, e, k * l + fill[k], ids, labels, pos);
             if let Some(m) = mask.as_deref_mut() {
                 let base = k * l * l;
                 for q in fill[k]..fill[k] + (e - a) {
@@ -542,6 +524,31 @@ impl ShardSet {
         out.loss_tokens = loss;
         Ok(out)
     }
+}
+
+/// Write one piece (tokens `a..b` of shard `s`) at `at`: ids, positions from 0, labels with
+/// the first one −100. Returns the learned labels.
+fn put_piece(
+    s: &Shard,
+    a: usize,
+    b: usize,
+    at: usize,
+    ids: &mut impl Sink,
+    labels: &mut impl Sink,
+    pos: &mut impl Sink,
+) -> u64 {
+    let ig = i64::from(IGNORE);
+    let mut loss = 0;
+    for (i, v) in s.input_ids.u32_range(a, b).enumerate() {
+        ids.put(at + i, i64::from(v));
+        pos.put(at + i, i as i64);
+    }
+    for (i, v) in s.labels.i32_range(a, b).enumerate() {
+        let v = if i == 0 { ig } else { i64::from(v) };
+        loss += u64::from(v != ig);
+        labels.put(at + i, v);
+    }
+    loss
 }
 
 /// Where collation writes values: a `Vec<i64>` or little-endian bytes (a Python buffer).
