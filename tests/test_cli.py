@@ -8,15 +8,23 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 import sftfast
 from sftfast.cli import main
 
 
-def test_demo_runs_offline(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--rows", "3000"]) == 0
+def test_demo_runs_the_whole_pipeline_offline(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "demo"
+    assert main(["demo", "--rows", "3000", "--out", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "rows kept" in out and "dropped" in out
+    for step in ("read", "length_filter", "exact_dedup", "near_dedup", "rebalance", "render",
+                 "write_shards"):
+        assert f"\n{step} " in out, step
+    assert "exact_duplicate" in out and "packing efficiency" in out
+    m = sftfast.read_manifest(run / "shards", verify=True)
+    assert m.samples > 1000 and (run / "report.html").stat().st_size > 10_000
+    assert main(["demo", "--rows", "3000", "--out", str(run)]) == 0
+    assert capsys.readouterr().out.count("(resumed)") == 7
 
 
 def test_filter_jsonl_with_a_broken_line(tmp_path: Path, tok_path: Path,

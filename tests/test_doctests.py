@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["sftfast", "sftfast.expr", "sftfast.filter", "sftfast.tokenizer", "sftfast.demo", "sftfast.io",
-           "sftfast.shards", "sftfast.render", "sftfast.reader", "sftfast.pack"]
+           "sftfast.shards", "sftfast.render", "sftfast.reader", "sftfast.pack",
+           "sftfast.pipeline", "sftfast.steps", "sftfast.report"]
 
 
 @pytest.mark.parametrize("name", MODULES)

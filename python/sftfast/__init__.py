@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from sftfast import _native
+from sftfast import _native, steps
 from sftfast import expr as _expr  # registers the `sft` namespace
 from sftfast.dedup import (
     DedupStats,
@@ -36,6 +36,7 @@ from sftfast.expr import length_reason, token_count
 from sftfast.filter import FilterStats, LengthFilterResult, length_filter
 from sftfast.io import scan_jsonl
 from sftfast.pack import PackPlan, PackStats, pack_lengths
+from sftfast.pipeline import Pipeline, RunResult, StepStats
 from sftfast.reader import ReadResult, ReadStats, read
 from sftfast.rebalance import MixPlan, Rebalanced, rebalance
 from sftfast.render import RenderResult, render, render_expr
@@ -56,6 +57,9 @@ __all__ = [
     "MixPlan",
     "PackPlan",
     "PackStats",
+    "Pipeline",
+    "RunResult",
+    "StepStats",
     "ReadResult",
     "ReadStats",
     "Rebalanced",
@@ -88,6 +92,7 @@ __all__ = [
     "scan_jsonl",
     "load_tokenizer",
     "set_num_threads",
+    "steps",
     "token_count",
 ]
 

@@ -15,10 +15,9 @@ import gzip
 import importlib
 import io
 import json
-import mmap
 import re
 import shutil
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -47,8 +46,6 @@ _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 REJECT_SCHEMA = {"row": pl.Int64, "reason": pl.String, "detail": pl.String, "raw": pl.String}
 
 # A line holding only whitespace, and a line whose first non-space byte cannot open an object.
-_BLANK = re.compile(rb"^[ \t\r\f\v]*$", re.MULTILINE)
-_NON_OBJECT = re.compile(rb"^[ \t\r\f\v]*[^{ \t\r\f\v\n]", re.MULTILINE)
 _NON_OBJECT_LINE = re.compile(rb"^[ \t\r\f\v]*[^{ \t\r\f\v\n].*(?:\n|\Z)", re.MULTILINE)
 
 
@@ -228,19 +225,68 @@ def _json_array(path: Path, shown: Path) -> Raw:
     return Raw("json", schema, lambda _: frame, rejects)
 
 
-def _line_numbers(mm: mmap.mmap, offsets: list[int], chunk: int = 64 << 20) -> np.ndarray:
-    """0-based line numbers of sorted byte ``offsets``, counting newlines chunk by chunk."""
-    where = np.asarray(offsets, dtype=np.int64)
-    out = np.zeros(len(where), dtype=np.int64)
-    before = 0
-    for start in range(0, len(mm), chunk):
-        view = np.frombuffer(mm, dtype=np.uint8, count=min(chunk, len(mm) - start), offset=start)
-        newlines = np.flatnonzero(view == 10) + start
-        inside = (where >= start) & (where < start + chunk)
-        out[inside] = before + np.searchsorted(newlines, where[inside])
-        before += len(newlines)
-        del view
-    return out
+JSONL_CHUNK = 64 << 20  # bytes of JSON Lines parsed at a time (bounds memory)
+
+
+def _blocks(path: Path, size: int = JSONL_CHUNK) -> Iterator[tuple[int, bytes]]:
+    """``(offset, bytes)`` blocks of ``path`` that end at a newline (or the end of the file),
+    read with plain reads so that memory stays one block (a memory map would count the whole
+    file as resident)."""
+    offset, carry = 0, b""
+    with path.open("rb") as fh:
+        while True:
+            data = fh.read(size)
+            if not data:
+                break
+            buf = carry + data
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                carry = buf
+                continue
+            yield offset, buf[:cut]
+            offset += cut
+            carry = buf[cut:]
+    if carry:
+        yield offset, carry
+
+
+def _scan_lines(path: Path) -> tuple[np.ndarray, np.ndarray, list[int], list[int], int]:
+    """One pass: line numbers of blank lines and of lines whose first non-blank byte is not
+    ``{`` (only lines not starting with ``{`` are looked at closely), and the line count."""
+    blank: list[int] = []
+    odd: list[int] = []
+    odd_off: list[int] = []
+    line0 = 0
+    for offset, block in _blocks(path):
+        view = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(view == 10)
+        starts = np.concatenate([[0], ends + 1])
+        starts = starts[starts < len(block)]
+        for i in np.flatnonzero(view[starts] != ord("{")).tolist():
+            s = int(starts[i])
+            e = block.find(b"\n", s)
+            line = block[s:] if e < 0 else block[s:e]
+            body = line.lstrip(b" \t\r\f\v")
+            if not body:
+                blank.append(line0 + i)
+            elif body[:1] != b"{":
+                odd.append(line0 + i)
+                odd_off.append(offset + s)
+        line0 += len(ends) + (0 if block.endswith(b"\n") else 1)
+    return np.asarray(blank, np.int64), np.asarray(odd, np.int64), odd, odd_off, line0
+
+
+def _jsonl_parts(path: Path, out: Path) -> list[Path]:
+    """Parse ``path`` block by block into Parquet parts in ``out`` (bounded memory)."""
+    parts = []
+    for i, (_, block) in enumerate(_blocks(path)):
+        if not block.strip():
+            continue
+        df = pl.read_ndjson(io.BytesIO(block), infer_schema_length=None)
+        part = out / f"part-{i:05d}.parquet"
+        df.write_parquet(part, compression="lz4")
+        parts.append(part)
+    return parts
 
 
 def _jsonl(path: Path, shown: Path, workdir: Callable[[], Path]) -> Raw:
@@ -248,12 +294,7 @@ def _jsonl(path: Path, shown: Path, workdir: Callable[[], Path]) -> Raw:
         return Raw("jsonl", pl.Schema({ROW: pl.Int64}), lambda _: _empty(), _rejects([], ""))
     bad = _native.split_jsonl(str(path))
     invalid = {line - 1 for line, _ in bad}
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        size = len(mm)
-        blank = [m.start() for m in _BLANK.finditer(mm) if m.start() < size]
-        odd = [m.start() for m in _NON_OBJECT.finditer(mm)]
-        lines = _line_numbers(mm, blank + odd) if blank or odd else np.zeros(0, np.int64)
-    blank_lines, odd_lines = lines[: len(blank)], lines[len(blank) :]
+    blank_lines, odd_lines, _, _, _ = _scan_lines(path)
     total = _native.count_lines(str(path))
     not_object = sorted(set(odd_lines.tolist()) - invalid)
     rejects = pl.concat(
@@ -283,7 +324,14 @@ def _jsonl(path: Path, shown: Path, workdir: Callable[[], Path]) -> Raw:
             clean.write_bytes(_NON_OBJECT_LINE.sub(b"", clean.read_bytes()))
     if total - len(skipped) <= 0:
         return Raw("jsonl", pl.Schema({ROW: pl.Int64}), lambda _: _empty(), rejects)
-    lf = pl.scan_ndjson(clean, infer_schema_length=None).with_row_index(ROW)
+    if clean.stat().st_size <= JSONL_CHUNK:
+        lf = pl.scan_ndjson(clean, infer_schema_length=None)
+    else:  # large: parse in blocks into Parquet parts, so memory stays bounded
+        folder = workdir() / f"{len(list(workdir().iterdir()))}-parts-{path.name}"
+        folder.mkdir()
+        lf = pl.concat([pl.scan_parquet(p) for p in _jsonl_parts(clean, folder)],
+                       how="diagonal_relaxed")
+    lf = lf.with_row_index(ROW)
     index = pl.col(ROW).cast(pl.Int64)
     if len(skipped):
         # Row i of the clean file is physical line i + #{skipped lines before it}: with

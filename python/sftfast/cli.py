@@ -1,6 +1,7 @@
 """The ``sftfast`` command.
 
-``sftfast demo``   generate a bilingual SFT set and a tokenizer in-process, filter, print stats.
+``sftfast demo``    the whole pipeline on generated data and a generated tokenizer (offline).
+``sftfast prepare`` run a pipeline config (YAML/TOML/JSON) from raw files to shards.
 ``sftfast filter`` token-length filter files into Parquet, with a per-reason summary.
 ``sftfast rebalance`` rebalance categories (UniMax, temperature, caps, weights, counts).
 """
@@ -11,16 +12,15 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from sftfast import _native
+from sftfast._progress import progress
 from sftfast.exceptions import ConfigError, SftfastError
 from sftfast.filter import REASON, FilterStats, normalize_fields
 from sftfast.io import ROW, SOURCE, ScanResult, scan_inputs
@@ -37,36 +37,6 @@ DEFAULT_FIELDS = (
     ("input", "target"),
     ("instruction", "output"),
 )
-
-
-@contextmanager
-def progress(label: str, total: int | None, *, enabled: bool) -> Iterator[None]:
-    """A one-line progress bar on stderr (rows, rows/s, ETA), only on a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        yield
-        return
-    start_rows, start = _native.progress_rows(), time.monotonic()
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.wait(0.5):
-            done = _native.progress_rows() - start_rows
-            rate = done / max(time.monotonic() - start, 1e-9)
-            line = f"\r{label}: {done:,} rows  {rate:,.0f} rows/s"
-            if total:
-                eta = max(total - done, 0) / rate if rate > 0 else 0.0
-                line += f"  {100 * min(done / total, 1):5.1f}%  ETA {eta:,.0f}s"
-            sys.stderr.write(line + "   ")
-            sys.stderr.flush()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join()
-        sys.stderr.write("\r" + " " * 80 + "\r")
 
 
 def _parse_field(spec: str) -> tuple[str, tuple[int | None, int | None]]:
@@ -173,52 +143,61 @@ def _filter_scanned(args: argparse.Namespace, tok: Tokenizer, scanned: ScanResul
     return stats
 
 
-def run_demo(args: argparse.Namespace) -> FilterStats:
-    """The ``demo`` subcommand: generated data, generated tokenizer, length filter, stats."""
+def run_demo(args: argparse.Namespace) -> Any:
+    """The ``demo`` subcommand: the whole pipeline on generated data with a generated
+    tokenizer, offline, in ``--out`` (default ``./sftfast-demo``)."""
     import sftfast
+    from sftfast.demo import demo_config
 
     t0 = time.perf_counter()
-    df = sftfast.demo_frame(args.rows, seed=args.seed)
-    tok = sftfast.demo_tokenizer()
-    t1 = time.perf_counter()
-    res = sftfast.length_filter(
-        df,
-        fields={"question": (2, 256), "answer": (4, 1024)},
-        max_total=1152,
-        tokenizer=tok,
-    )
-    t2 = time.perf_counter()
-    counts = df.lazy().select(
-        sftfast.token_count("question", tok).alias("q"), sftfast.token_count("answer", tok).alias("a")
-    ).collect()
-    print(f"sftfast {sftfast.__version__} demo: {df.height:,} generated rows (English and Chinese),")
-    print(f"a byte-level BPE trained in-process ({t1 - t0:.1f}s), fast path "
-          f"{'on' if tok.fast_path else 'off'}, {sftfast.get_num_threads()} threads")
-    print(f"tokens: question median {counts['q'].median():.0f}, answer median "
-          f"{counts['a'].median():.0f}, answer max {counts['a'].max()}")
-    print("filter: question 2..256, answer 4..1024, total <= 1152 tokens")
-    print(res.stats.summary())
-    print(f"filtered in {t2 - t1:.2f}s")
-    _, plan = sftfast.rebalance(res.kept, category="category", method="unimax",
-                                budget=res.stats.rows_kept // 2, max_epochs=4, seed=args.seed,
-                                dry_run=True)
-    print(f"\nrebalance (UniMax, half the kept rows, at most 4 epochs per category):\n{plan}")
-    # Render as ChatML conversations and pack into shards of 1024-token rows.
-    t3 = time.perf_counter()
-    convs = res.kept.select(messages=pl.concat_list(
-        pl.struct(role=pl.lit("user"), content=pl.col("question")),
-        pl.struct(role=pl.lit("assistant"), content=pl.col("answer"))))
-    rendered = sftfast.render(convs, tok, template="chatml")
-    with tempfile.TemporaryDirectory(prefix="sftfast-demo-") as tmp:
-        m = sftfast.write_shards(rendered.frame, tmp, seq_len=1024, tokenizer=tok)
-    print(f"\nrender (chatml, assistant-only labels) + pack into 1024-token rows: "
-          f"{m.samples:,} samples -> {m.rows:,} rows, {m.tokens:,} tokens "
-          f"({m.loss_tokens:,} learned), efficiency {m.packing.efficiency:.2%}, "
-          f"{len(m.shards)} shard(s), {time.perf_counter() - t3:.2f}s")
-    if args.out:
-        res.kept.write_parquet(args.out)
-        print(f"wrote {args.out}")
-    return res.stats
+    cfg = demo_config(args.out, args.rows, seed=args.seed)
+    if not args.quiet:
+        print(f"sftfast {sftfast.__version__} demo: {args.rows:,} generated conversations "
+              f"(English and Chinese, with duplicates) and a byte-level BPE trained in-process, "
+              f"in {args.out} ({time.perf_counter() - t0:.1f}s)")
+    pipe = sftfast.Pipeline.from_config(cfg)
+    if not args.quiet:
+        print(pipe.plan(args.out))
+    result = pipe.run(args.out, quiet=args.quiet, force=args.force)
+    if not args.quiet:
+        _print_result(result)
+        print(f"\nthe demo took {time.perf_counter() - t0:.1f}s; run it again to see it resume")
+    return result
+
+
+def _print_result(result: Any) -> None:
+    import sftfast
+
+    print("\n" + result.summary())
+    if result.shards is not None:
+        m = sftfast.read_manifest(result.shards)
+        print(f"\nshards: {m.samples:,} samples in {m.rows:,} rows of {m.seq_len:,} tokens "
+              f"({m.tokens:,} tokens, {m.loss_tokens:,} learned), packing efficiency "
+              f"{m.packing.efficiency:.2%}, in {result.shards}")
+    for what, path in (("rejected rows", result.rejects), ("report", result.report)):
+        if path is not None:
+            print(f"{what}: {path}")
+
+
+def run_prepare(args: argparse.Namespace) -> Any:
+    """The ``prepare`` subcommand: run (or resume, or plan) a pipeline from a config file."""
+    import sftfast
+
+    if args.threads:
+        sftfast.set_num_threads(args.threads)
+    pipe = sftfast.Pipeline.from_config(args.config)
+    out = args.out or pipe.defaults.get("output")
+    if out is None:
+        raise ConfigError("no output folder: pass --out or set 'output' in the config")
+    if args.dry_run:
+        print(pipe.plan(out))
+        return None
+    result = pipe.run(out, force=args.force, quiet=args.quiet,
+                      rejects=True if args.rejects else None,
+                      report=False if args.no_report else None)
+    if not args.quiet:
+        _print_result(result)
+    return result
 
 
 def _parse_pairs(specs: Sequence[str], what: str, cast: type) -> dict[str, Any] | None:
@@ -278,7 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run on generated data and a generated tokenizer (offline)")
     d.add_argument("--rows", type=int, default=20_000)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", help="write the kept rows to this Parquet file")
+    d.add_argument("--out", default="sftfast-demo", help="the run folder (default: %(default)s)")
+    d.add_argument("--force", action="store_true", help="redo steps whose config changed")
+    d.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
+    pr = sub.add_parser("prepare", help="run a pipeline config (YAML/TOML/JSON): raw files to "
+                        "shards, resumably, with a report")
+    pr.add_argument("config", help="the pipeline config file")
+    pr.add_argument("--out", help="the run folder (default: 'output' in the config)")
+    pr.add_argument("--dry-run", action="store_true",
+                    help="print the plan (steps, inputs, estimated rows, what would resume)")
+    pr.add_argument("--force", action="store_true",
+                    help="redo the steps whose config or inputs changed, and all after them")
+    pr.add_argument("--rejects", action="store_true",
+                    help="write every dropped row with its step and reason to rejects.parquet")
+    pr.add_argument("--no-report", action="store_true", help="skip report.html")
+    pr.add_argument("--threads", type=int, default=0)
+    pr.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
     f = sub.add_parser("filter", help="token-length filter files into Parquet")
     f.add_argument("inputs", nargs="+", help="JSONL / JSON / Parquet / CSV files")
     f.add_argument("--tokenizer", required=True, help="tokenizer.json or a model directory")
@@ -321,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             run_demo(args)
+        elif args.command == "prepare":
+            run_prepare(args)
         elif args.command == "filter":
             run_filter(args)
         elif args.command == "rebalance":

@@ -86,6 +86,7 @@ from sftfast._schemas import (
     ROLE_ALIASES,
     ROLES,
     SCHEMAS,
+    Normalized,
     Spec,
     detect,
     from_mapping,
@@ -270,17 +271,7 @@ def read(
     >>> result.stats.rows_in, result.stats.rows_kept, result.stats.rejected
     (2, 1, {'empty_assistant': 1})
     """
-    if format is not None and format not in FORMATS:
-        raise ConfigError(f"format: expected one of {FORMATS} or None, got {format!r}")
-    wanted: str | Spec | None
-    if schema is None or isinstance(schema, str):
-        if schema is not None and schema not in SCHEMAS:
-            raise ConfigError(f"schema: expected one of {SCHEMAS} or a mapping, got {schema!r}")
-        wanted = schema
-    elif isinstance(schema, Mapping):
-        wanted = from_mapping(schema)
-    else:
-        raise ConfigError(f"schema: expected a name or a mapping, got {schema!r}")
+    wanted = _wanted(schema, format)
     aliases = _aliases(roles)
     files = _expand(paths)
     holder: list[str] = []
@@ -301,6 +292,101 @@ def read(
             atexit.register(shutil.rmtree, path, ignore_errors=True)
 
 
+@dataclass
+class _File:
+    """One input file, opened: its schema and its rows marked with a reason (lazy)."""
+
+    source: str
+    schema: FileSchema
+    early: pl.DataFrame  # rows rejected before parsing (invalid JSON, ...)
+    norm: Normalized | None  # None: no parseable row at all
+
+
+def _open_files(
+    files: list[Path],
+    format: str | None,
+    wanted: str | Spec | None,
+    aliases: Mapping[str, str],
+    workdir: Callable[[], Path],
+) -> list[_File]:
+    out = []
+    for shown in files:
+        source = str(shown)
+        plain = plain_file(shown, workdir)
+        kind = format or sniff(plain, shown)
+        raw = load(plain, kind, shown, workdir)
+        if not [c for c in raw.schema if c != ROW]:  # no parseable row at all
+            out.append(_File(source, FileSchema(kind, "none", {}), raw.rejects, None))
+            continue
+        spec = _spec(raw.schema, wanted, shown)
+        text = [
+            spec.fields[k] for k in ("user", "assistant", "input", "system") if k in spec.fields
+        ]
+        lf = raw.make(text)
+        norm = normalize(lf, lf.collect_schema(), spec, source=source, aliases=aliases)
+        out.append(_File(source, FileSchema(kind, spec.name, dict(spec.fields)), raw.rejects,
+                         norm))
+    return out
+
+
+def scan_marked(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    format: str | None = None,
+    schema: str | Mapping[str, str] | None = None,
+    roles: Mapping[str, str] | None = None,
+) -> tuple[pl.LazyFrame, pl.DataFrame, dict[str, FileSchema], Callable[[], None]]:
+    """Every parsed row of ``paths`` in one lazy pass (for the pipeline): the canonical columns
+    plus ``sft_drop_reason`` (null = kept), ``sft_drop_detail`` and ``sft_raw`` (the row as
+    JSON, on rejected rows only); the rows rejected before parsing (``source, row, reason,
+    detail, raw``); the schemas; and a function that removes the temporary copies once the
+    frame has been consumed. Options as in :func:`read`."""
+    wanted = _wanted(schema, format)
+    holder: list[str] = []
+
+    def workdir() -> Path:
+        if not holder:
+            holder.append(tempfile.mkdtemp(prefix="sftfast-read-"))
+        return Path(holder[0])
+
+    def cleanup() -> None:
+        for path in holder:
+            shutil.rmtree(path, ignore_errors=True)
+
+    try:
+        opened = _open_files(_expand(paths), format, wanted, _aliases(roles), workdir)
+    except BaseException:
+        cleanup()
+        raise
+    frames = []
+    for f in opened:
+        if f.norm is None:
+            continue
+        bad = pl.col(REASON).is_not_null()
+        frames.append(f.norm.frame.select(
+            *f.norm.output, pl.col(REASON).alias("sft_drop_reason"),
+            f.norm.detail.alias("sft_drop_detail"),
+            pl.when(bad).then(f.norm.raw).alias("sft_raw")))
+    early = [f.early.select(pl.lit(f.source).alias("source"), pl.all()) for f in opened]
+    frame = (pl.concat(frames, how="diagonal_relaxed") if frames
+             else pl.LazyFrame(schema=_OUTPUT))
+    rejects = pl.concat(early) if early else pl.DataFrame(
+        schema={"source": pl.String, **REJECT_SCHEMA})
+    return frame, rejects, {f.source: f.schema for f in opened}, cleanup
+
+
+def _wanted(schema: str | Mapping[str, str] | None, format: str | None) -> str | Spec | None:
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"format: expected one of {FORMATS} or None, got {format!r}")
+    if schema is None or isinstance(schema, str):
+        if schema is not None and schema not in SCHEMAS:
+            raise ConfigError(f"schema: expected one of {SCHEMAS} or a mapping, got {schema!r}")
+        return schema
+    if isinstance(schema, Mapping):
+        return from_mapping(schema)
+    raise ConfigError(f"schema: expected a name or a mapping, got {schema!r}")
+
+
 def _read(
     files: list[Path],
     format: str | None,
@@ -313,23 +399,13 @@ def _read(
     kept: list[pl.LazyFrame] = []
     queries: list[pl.LazyFrame] = []
     early: list[pl.DataFrame] = []
-    for shown in files:
-        source = str(shown)
-        plain = plain_file(shown, workdir)
-        kind = format or sniff(plain, shown)
-        raw = load(plain, kind, shown, workdir)
-        early.append(raw.rejects)
-        if not [c for c in raw.schema if c != ROW]:  # no parseable row at all
-            schemas[source] = FileSchema(kind, "none", {})
+    for f in _open_files(files, format, wanted, aliases, workdir):
+        schemas[f.source] = f.schema
+        early.append(f.early)
+        norm = f.norm
+        if norm is None:
             queries += [pl.LazyFrame(schema=REJECT_SCHEMA), pl.LazyFrame({"n": [0]})]
             continue
-        spec = _spec(raw.schema, wanted, shown)
-        schemas[source] = FileSchema(kind, spec.name, dict(spec.fields))
-        text = [
-            spec.fields[k] for k in ("user", "assistant", "input", "system") if k in spec.fields
-        ]
-        lf = raw.make(text)
-        norm = normalize(lf, lf.collect_schema(), spec, source=source, aliases=aliases)
         reason = pl.col(REASON)
         kept.append(norm.frame.filter(reason.is_null()).select(norm.output))
         queries.append(

@@ -167,6 +167,7 @@ fn exact_key(inputs: &[Series], kwargs: ExactKeyKwargs) -> PolarsResult<Series> 
         .map_err(to_polars)?;
     let n = cols.first().map_or(0, Vec::len);
     let keys = crate::textnorm::exact_keys(&cols, n, opts).map_err(to_polars)?;
+    parallel::add_progress(n);
     if kwargs.bits == 64 {
         #[allow(clippy::cast_possible_truncation)]
         let v: Vec<u64> = keys.iter().map(|&k| k as u64).collect();

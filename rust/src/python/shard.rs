@@ -84,6 +84,7 @@ impl PyShardWriter {
             .as_mut()
             .ok_or_else(|| to_py(SftError::Config("this ShardWriter has finished".into())))?;
         let (ids, labs) = (input_ids.0, labels.map(|l| l.0));
+        crate::parallel::add_progress(ids.len());
         run_detached(py, move || {
             let t = list_column(&ids, &DataType::UInt32, "input_ids")?;
             let tokens = t
