@@ -414,11 +414,14 @@ def _write_rejects(root: Path, ctx: StepContext, steps: Sequence[Step]) -> Path:
     parts: list[pl.LazyFrame] = []
     for i, s in enumerate(steps):
         folder = root / "steps" / f"{i:02d}-{s.name}"
-        if isinstance(s, Read) and (folder / "rejects.parquet").is_file():
-            parts.append(pl.scan_parquet(folder / "rejects.parquet").select(
-                pl.lit(s.name).alias("step"), pl.col("source"), pl.col("row").alias("sft_row"),
-                pl.concat_str(pl.col("reason"), pl.col("detail"), separator=": ",
-                              ignore_nulls=True).alias(REASON), pl.col("raw")))
+        if isinstance(s, Read) and ctx.rows is not None:
+            parts.append(pl.scan_parquet(ctx.rows).filter(pl.col(REASON).is_not_null())
+                         .rename({"sft_raw": "raw"}).with_columns(pl.lit(s.name).alias("step")))
+            if (folder / "rejects.parquet").is_file():  # rows that did not parse
+                parts.append(pl.scan_parquet(folder / "rejects.parquet").select(
+                    pl.lit(s.name).alias("step"), pl.col("source"),
+                    pl.col("row").alias("sft_row"), pl.col("reason").alias(REASON),
+                    pl.col("detail").alias("sft_drop_detail"), pl.col("raw")))
         d = folder / "dropped.parquet"
         if not isinstance(s, (Read, WriteShards)) and d.is_file() and ctx.rows is not None:
             drops = pl.scan_parquet(d).select(ID, REASON)
