@@ -231,15 +231,15 @@ class Pipeline:
         if isinstance(first, Read):
             paths = first.params["paths"]
             paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-            first.params["paths"] = [str(base / p) for p in paths]
+            first.params["paths"] = [os.path.normpath(base / p) for p in paths]
         tok = data.get("tokenizer")
         if isinstance(tok, str) and tok != "demo" and not Path(tok).is_absolute():
-            tok = str(base / tok)
+            tok = os.path.normpath(base / tok)
         p = cls(steps, tokenizer=tok, seed=data.get("seed", 0))
         for k in ("output", "rejects", "report"):
             if k in data:
                 v = data[k]
-                p.defaults[k] = str(base / v) if k == "output" and v is not None else v
+                p.defaults[k] = os.path.normpath(base / v) if k == "output" and v else v
         return p
 
     def config(self) -> dict[str, Any]:
