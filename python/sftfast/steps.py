@@ -363,13 +363,15 @@ def _histograms(m: pl.LazyFrame, top: int) -> dict[str, Any]:
 class ExactDedup(Step):
     """Drop later copies of a row whose normalised text equals an earlier row's
     (:func:`sftfast.exact_key`; ``text`` as in :class:`LengthFilter`, default the whole
-    conversation). Reason ``exact_duplicate``."""
+    conversation). Reason ``exact_duplicate``; ``dropped.parquet`` names the row kept
+    (``dup_of``). With 64-bit keys (16 bytes a row in memory) a false match among 10⁸ rows has
+    odds ~3·10⁻⁴; ``bits=128`` makes it nil for ~40 bytes a row."""
 
     name = "exact_dedup"
 
     def __init__(self, *, text: str | list[str] = "conversation", nfkc: bool = True,
                  lowercase: bool = True, fold_whitespace: bool = True,
-                 fold_punctuation: bool = False, bits: int = 128) -> None:
+                 fold_punctuation: bool = False, bits: int = 64) -> None:
         super().__init__(text=text, nfkc=nfkc, lowercase=lowercase,
                          fold_whitespace=fold_whitespace, fold_punctuation=fold_punctuation,
                          bits=bits)
@@ -381,12 +383,15 @@ class ExactDedup(Step):
         opts = {k: v for k, v in self.params.items() if k != "text"}
         key = exact_key(conversation_text(lf.collect_schema(), self.params["text"]), **opts)
         keys = lf.select(ID, key.alias("key")).collect(engine="streaming")
-        first = keys.group_by("key", maintain_order=True).agg(pl.col(ID).first().alias("dup_of"))
-        dup = (keys.join(first, on="key", how="left", maintain_order="left")
-               .filter(pl.col(ID) != pl.col("dup_of"))
+        first = keys["key"].is_first_distinct()
+        dups = keys.filter(~first)
+        firsts = keys.filter(first & keys["key"].is_in(dups["key"].implode()))
+        dup = (dups.join(firsts.rename({ID: "dup_of"}), on="key", how="left",
+                         maintain_order="left")
                .select(ID, pl.lit("exact_duplicate").alias(REASON), "dup_of"))
-        dup.write_parquet(ctx.folder / "dropped.parquet")
         n = keys.height
+        del keys, first
+        dup.write_parquet(ctx.folder / "dropped.parquet")
         return StepOutcome(n, n - dup.height, {"exact_duplicate": dup.height} if dup.height
                            else {}, report={"exact": {"rows": n, "duplicates": dup.height}})
 
