@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -14,7 +15,6 @@ from typing import Any
 
 import polars as pl
 import pytest
-
 import sftfast
 from sftfast.cli import main
 from sftfast.demo import demo_config
@@ -52,7 +52,7 @@ def test_every_row_is_accounted_for(demo: dict[str, Any], tmp_path: Path) -> Non
         assert st.seconds >= 0 and st.cpu_seconds >= 0 and st.peak_rss_bytes > 10 << 20
     lines = (Path(demo["steps"][0]["read"]["paths"][0])).read_bytes().count(b"\n")
     assert s["read"].rows_in == lines
-    for a, b in zip(STEPS[:4], STEPS[1:5]):
+    for a, b in itertools.pairwise(STEPS[:5]):
         assert s[b].rows_in == s[a].rows_out, (a, b)
     assert s["render"].rows_in == s["rebalance"].rows_out - s["rebalance"].added
     assert s["write_shards"].rows_in == s["rebalance"].rows_out
@@ -265,3 +265,19 @@ def test_near_dedup_examples_and_histograms_reach_the_report(demo: dict[str, Any
         "num_bands": None, "verify_threshold": None, "keep": "first", "score_column": None,
         "examples": 5}}
     assert Rebalance(category_column="c").config() == {"rebalance": {"category_column": "c"}}
+
+
+def test_strict_read_stops_at_the_first_bad_row(tmp_path: Path) -> None:
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"question": "Hi?", "answer": "Hello."}\n{"question": "Q?", "answer": ""}\n'
+                   "{not json\n")
+    steps = [Read(str(src), strict=True), Render(template="chatml")]
+    with pytest.raises(sftfast.InputError, match=r"a\.jsonl: row 1: empty_assistant"):
+        sftfast.Pipeline(steps, tokenizer="demo").run(tmp_path / "run", quiet=True)
+    lenient = sftfast.Pipeline([Read(str(src)), Render(template="chatml")], tokenizer="demo")
+    result = lenient.run(tmp_path / "run2", quiet=True, rejects=True, report=False)
+    assert result.steps[0].dropped == {"empty_assistant": 1, "invalid_json": 1}
+    rej = pl.read_parquet(result.rejects).sort("sft_row")
+    assert rej["sft_row"].to_list() == [1, 2]
+    assert rej["sft_drop_reason"].to_list() == ["empty_assistant", "invalid_json"]
+    assert rej["raw"][0].startswith('{"question":"Q?"') and rej["sft_drop_detail"][1]

@@ -319,11 +319,11 @@ class Pipeline:
         ctx = StepContext(root, root, self.seed, self.tokenizer)
         fps = self._fingerprints(self._tok_hash(ctx))
         started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        _write_json(root / "pipeline.json", {"format": FORMAT, "fingerprint": fps[-1],
-                                             "config": self.config()})
         stats: list[StepStats] = []
         reports: dict[str, Any] = {}
         total: int | None = None
+        if not quiet and isinstance(self.steps[0], Read):
+            total = self.steps[0].estimate_rows()
         for i, (step, fp) in enumerate(zip(self.steps, fps)):
             folder = root / "steps" / f"{i:02d}-{step.name}"
             outcome, st = self._run_step(step, fp, folder, ctx, i, force, quiet, total)
@@ -331,6 +331,8 @@ class Pipeline:
             reports.update(outcome.report)
             total = st.rows_out
             _register(ctx, step, folder)
+        _write_json(root / "pipeline.json", {"format": FORMAT, "fingerprint": fps[-1],
+                                             "config": self.config(), "started": started})
         shards = root / "shards" if any(isinstance(s, WriteShards) for s in self.steps) else None
         rej = _write_rejects(root, ctx, self.steps) if rejects else None
         rep = None

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import polars as pl
 
 from sftfast.exceptions import ConfigError, SchemaError
+from sftfast.expr import _plugin
 from sftfast.tokenizer import Tokenizer
 
 __all__ = [
@@ -185,6 +186,15 @@ class Read(Step):
         return [{"path": str(p.resolve()), "size": p.stat().st_size,
                  "mtime_ns": p.stat().st_mtime_ns} for p in files]
 
+    def progress_per_row(self) -> int:
+        return 1
+
+    def estimate_rows(self) -> int | None:
+        """Rows in the inputs, when cheap to count (JSON Lines lines, Parquet metadata)."""
+        from sftfast.cli import _count_rows
+
+        return _count_rows([f["path"] for f in self.inputs()])
+
     def run(self, ctx: StepContext) -> StepOutcome:
         from sftfast.exceptions import InputError
         from sftfast.reader import scan_marked
@@ -193,8 +203,10 @@ class Read(Step):
         frame, early, schemas, cleanup = scan_marked(p["paths"], format=p["format"],
                                                      schema=p["schema"], roles=p["roles"])
         rows = ctx.folder / "rows.parquet"
+        tap = _plugin("progress_tap", [pl.col("sft_row")], {}, elementwise=True)
         try:
-            _sink(frame.with_row_index(ID).with_columns(pl.col(ID).cast(pl.UInt64)), rows)
+            _sink(frame.with_row_index(ID).with_columns(pl.col(ID).cast(pl.UInt64),
+                                                        tap.alias("sft_row")), rows)
         finally:
             cleanup()
         if early.height:
@@ -375,6 +387,9 @@ class ExactDedup(Step):
         super().__init__(text=text, nfkc=nfkc, lowercase=lowercase,
                          fold_whitespace=fold_whitespace, fold_punctuation=fold_punctuation,
                          bits=bits)
+
+    def progress_per_row(self) -> int:
+        return 1
 
     def run(self, ctx: StepContext) -> StepOutcome:
         from sftfast.dedup import exact_key
@@ -578,6 +593,9 @@ class WriteShards(Step):
             raise ConfigError(f"write_shards: options {sorted(bad)} are set by the pipeline")
         super().__init__(seq_len=seq_len, **options)
         self.fingerprint: str | None = None
+
+    def progress_per_row(self) -> int:
+        return 1
 
     def run(self, ctx: StepContext) -> StepOutcome:
         from sftfast.shards import write_shards

@@ -84,6 +84,14 @@ fn hashes(keys: &[Series], seed: i64) -> PolarsResult<Vec<u64>> {
     crate::rebalance::keyed_hash(&columns, seed_bits(seed)).map_err(to_polars)
 }
 
+/// The input column unchanged; its length goes to the progress counter. Streaming steps that
+/// call no other sftfast kernel (reading files) tap a column with it for their progress bar.
+#[polars_expr(output_type=Int64)]
+fn progress_tap(inputs: &[Series]) -> PolarsResult<Series> {
+    parallel::add_progress(inputs[0].len());
+    inputs[0].cast(&DataType::Int64)
+}
+
 /// xxh3-64 keyed by `seed` over the row's key columns.
 #[polars_expr(output_type=UInt64)]
 fn keyed_hash(inputs: &[Series], kwargs: KeyedHashKwargs) -> PolarsResult<Series> {
