@@ -16,14 +16,27 @@ then :class:`Rebalance`, :class:`Render` and :class:`WriteShards`, each at most 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
 
-from sftfast.exceptions import ConfigError, SchemaError
+from sftfast._steputil import (
+    ID,
+    REASON,
+    _bounds,
+    _counts,
+    _examples,
+    _histograms,
+    _jsonable,
+    _length_reason,
+    _row_fill,
+    _s_curve,
+    _sink,
+    conversation_text,
+)
+from sftfast.exceptions import ConfigError
 from sftfast.expr import _plugin
 from sftfast.tokenizer import Tokenizer
 
@@ -41,10 +54,7 @@ __all__ = [
     "WriteShards",
 ]
 
-ID = "sft_id"
-REASON = "sft_drop_reason"
 COPIES = "sft_copies"
-Bounds = tuple[int | None, int | None]
 
 
 @dataclass
@@ -112,19 +122,6 @@ class StepOutcome:
             raise AssertionError(f"step {name}: {lost} rows unaccounted for in {self!r}")
 
 
-def _counts(frame: pl.LazyFrame | pl.DataFrame, column: str = REASON) -> dict[str, int]:
-    df = frame.lazy().group_by(column).len().sort(column).collect()
-    return {str(r): int(n) for r, n in zip(df[column], df["len"]) if r is not None}
-
-
-def _sink(lf: pl.LazyFrame, path: Path) -> None:
-    lf.sink_parquet(path, engine="streaming", compression="zstd", compression_level=1)
-
-
-def _rows_of(path: Path) -> int:
-    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
-
-
 class Step:
     """A pipeline step: its config name, its options (keyword-only) and what it does."""
 
@@ -152,18 +149,6 @@ class Step:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, os.PathLike):
-        return os.fspath(v)
-    if isinstance(v, tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, list):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    return v
 
 
 class Read(Step):
@@ -238,45 +223,6 @@ class Read(Step):
             "files": files, "schemas": {k: v.schema for k, v in schemas.items()}})
 
 
-def _turns(assistant: bool) -> pl.Expr:
-    role = pl.element().struct.field("role")
-    keep = role == "assistant" if assistant else role != "assistant"
-    return pl.col("messages").list.eval(
-        pl.element().filter(keep).struct.field("content")).list.join("\n")
-
-
-def conversation_text(schema: pl.Schema, text: str | list[str]) -> pl.Expr:
-    """The text a step measures: ``"conversation"`` (system and every turn), ``"prompt"``
-    (system and non-assistant turns), ``"response"`` (assistant turns) or string columns."""
-    if text in ("prompt", "response", "conversation"):
-        if "messages" not in schema:
-            raise SchemaError(f"text {text!r}: no 'messages' column; columns: {schema.names()}")
-        system = pl.col("system") if "system" in schema else pl.lit(None, pl.String)
-        turns = pl.col("messages").list.eval(pl.element().struct.field("content")).list.join("\n")
-        if text == "response":
-            return _turns(assistant=True)
-        body = _turns(assistant=False) if text == "prompt" else turns
-        return pl.concat_str([system, body], separator="\n", ignore_nulls=True)
-    cols = [text] if isinstance(text, str) else list(text)
-    for c in cols:
-        if c not in schema or schema[c] != pl.String:
-            raise SchemaError(f"text: {c!r} is not a string column; columns: {schema.names()}")
-    return pl.concat_str([pl.col(c) for c in cols], separator="\n", ignore_nulls=True)
-
-
-def _bounds(name: str, v: Any) -> Bounds:
-    if v is None:
-        return (None, None)
-    if (not isinstance(v, (list, tuple)) or len(v) != 2
-            or not all(x is None or (isinstance(x, int) and x >= 0) for x in v)):
-        raise ConfigError(f"length_filter.{name}: expected [min, max] (ints >= 0 or null), "
-                          f"got {v!r}")
-    lo, hi = v
-    if lo is not None and hi is not None and lo > hi:
-        raise ConfigError(f"length_filter.{name}: min {lo} > max {hi}")
-    return (lo, hi)
-
-
 class LengthFilter(Step):
     """Drop rows whose token counts fall outside bounds: ``prompt`` (system and non-assistant
     turns), ``response`` (assistant turns), ``fields`` (other string columns) and
@@ -312,23 +258,9 @@ class LengthFilter(Step):
         tok = ctx.tokenizer
         texts = {k: conversation_text(schema, k) for k in self.bounds}
         counts = {k: token_count(pl.col(f"t_{k}"), tok).alias(f"n_{k}") for k in texts}
-        reason: pl.Expr = pl.lit(None, pl.String)
-        checks: list[tuple[pl.Expr, str]] = []
-        for k, (lo, hi) in self.bounds.items():
-            n = pl.col(f"n_{k}")
-            checks.append((pl.col(f"t_{k}").is_null(), f"null:{k}"))
-            if self.params["drop_empty"]:
-                checks.append((pl.col(f"t_{k}").str.strip_chars().str.len_bytes() == 0,
-                               f"empty:{k}"))
-            if lo is not None:
-                checks.append((n < lo, f"too_short:{k}"))
-            if hi is not None:
-                checks.append((n > hi, f"too_long:{k}"))
         total = pl.sum_horizontal([pl.col(f"n_{k}") for k in self.bounds]).alias("n_total")
-        if self.params["max_total"] is not None:
-            checks.append((total > self.params["max_total"], "too_long:total"))
-        for cond, label in reversed(checks):  # the first failing check wins
-            reason = pl.when(cond).then(pl.lit(label)).otherwise(reason)
+        reason = _length_reason(self.bounds, total, self.params["max_total"],
+                                self.params["drop_empty"])
         marks = ctx.folder / "marks.parquet"
         _sink(lf.select(pl.col(ID), *[e.alias(f"t_{k}") for k, e in texts.items()])
               .with_columns(*counts.values())
@@ -345,31 +277,6 @@ class LengthFilter(Step):
         hist["bounds"]["max_total"] = self.params["max_total"]
         return StepOutcome(int(stats["n"]), int(stats["kept"]), dropped,
                            report={"lengths": hist})
-
-
-def _edges(top: int) -> list[int]:
-    """Bin edges: 0, then powers of two split in four (log-spaced), up to past ``top``."""
-    edges = [0, 1, 2, 3, 4, 6, 8]
-    while edges[-1] <= top:
-        b = edges[-1]
-        edges += [b + b // 4, b + b // 2, b + 3 * b // 4, 2 * b]
-    return edges
-
-
-def _histograms(m: pl.LazyFrame, top: int) -> dict[str, Any]:
-    import numpy as np
-
-    edges = _edges(top)
-    df = (m.group_by("n_total").agg(pl.len().alias("all"),
-                                     pl.col(REASON).is_null().sum().alias("kept"))
-          .drop_nulls("n_total").collect())
-    # One group per distinct length (a few thousand at most), binned here.
-    idx = np.searchsorted(np.asarray(edges), df["n_total"].to_numpy(), side="right") - 1
-    nb = len(edges) - 1
-    before = np.bincount(idx, weights=df["all"].to_numpy(), minlength=nb)[:nb]
-    after = np.bincount(idx, weights=df["kept"].to_numpy(), minlength=nb)[:nb]
-    return {"edges": edges, "series": {"before filter": [int(x) for x in before],
-                                       "after filter": [int(x) for x in after]}}
 
 
 class ExactDedup(Step):
@@ -463,35 +370,6 @@ class NearDedup(Step):
         return StepOutcome(s.rows, s.rows - dup.height,
                            {"near_duplicate": dup.height} if dup.height else {},
                            report={"near": report})
-
-
-def _s_curve(bands: tuple[int, ...]) -> list[list[float]]:
-    """P(a pair of Jaccard j shares a band) = 1 - prod_b (1 - j^r_b)."""
-    out = []
-    for i in range(21):
-        j = i / 20
-        miss = 1.0
-        for r in bands:
-            miss *= 1.0 - j ** r
-        out.append([j, round(1.0 - miss, 6)])
-    return out
-
-
-def _examples(ctx: StepContext, marked: pl.DataFrame, top: pl.DataFrame,
-              text: str | list[str]) -> list[dict[str, Any]]:
-    if top.height == 0 or ctx.rows is None:
-        return []
-    members = marked.filter(pl.col("cluster").is_in(top["cluster"].implode()))
-    lf = pl.scan_parquet(ctx.rows)
-    texts = (lf.filter(pl.col(ID).is_in(members[ID].implode()))
-             .select(ID, conversation_text(lf.collect_schema(), text).alias("text")).collect())
-    rows = members.join(texts, on=ID, how="left").sort(ID)
-    out = []
-    for cluster, size in top.iter_rows():
-        part = rows.filter(pl.col("cluster") == cluster).head(6)
-        out.append({"cluster": int(cluster), "size": int(size), "rows": part[ID].to_list(),
-                    "kept": int(part["rep"][0]), "texts": part["text"].to_list()})
-    return out
 
 
 class Rebalance(Step):
@@ -626,23 +504,6 @@ class WriteShards(Step):
                   "method": pk.method, "overlong": pk.overlong, "shards": len(m.shards),
                   "path": str(m.path), "row_fill": _row_fill(m)}
         return StepOutcome(pk.input_samples, m.samples, dropped, report={"packing": report})
-
-
-def _row_fill(m: Any) -> dict[str, list[int]]:
-    """Histogram of tokens per packed row (from each shard's ``row_offsets.npy``)."""
-    import numpy as np
-
-    step = max(1, m.seq_len // 32)
-    edges = list(range(0, m.seq_len + step, step))
-    if edges[-1] < m.seq_len:
-        edges.append(m.seq_len)
-    edges[-1] += 1  # the last bin holds full rows
-    counts = np.zeros(len(edges) - 1, dtype=np.int64)
-    for sh in m.shards:
-        off = np.load(m.path / sh.name / "row_offsets.npy", mmap_mode="r")
-        counts += np.histogram(np.diff(off), bins=edges)[0]
-    edges[-1] -= 1
-    return {"edges": edges, "counts": [int(c) for c in counts]}
 
 
 STEPS: dict[str, type[Step]] = {s.name: s for s in (
