@@ -205,3 +205,7 @@ impl EncodePlan {
         ok
     }
 }
+
+#[cfg(test)]
+#[path = "spbpe_tests.rs"]
+mod tests;
