@@ -39,6 +39,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 
 use rustc_hash::FxHashMap;
+use serde_json::Value;
 use tokenizers::{AddedToken, Encoding, PostProcessorWrapper};
 
 use super::bpe::Scratch;
@@ -73,6 +74,10 @@ pub(super) struct EncodePlan {
     norm_ids: Vec<u32>,
     /// Whether the post-processor can change ids or offsets (run it through the crate).
     post_process: bool,
+    /// The post-processor is a template whose single-sequence form is sequence A once plus
+    /// special tokens: without special tokens it leaves ids and offsets alone
+    /// (`TemplateProcessing::apply_template` drops its special pieces then), so it is skipped.
+    specials_only: bool,
 }
 
 impl EncodePlan {
@@ -87,6 +92,19 @@ impl EncodePlan {
         if reference.get_encode_special_tokens() {
             return Err("special tokens are split (encode_special_tokens)".into());
         }
+        let specials_only = match reference.get_post_processor() {
+            Some(p @ PostProcessorWrapper::Template(_)) => {
+                let v = serde_json::to_value(p).map_err(|e| e.to_string())?;
+                let single = v.get("single").and_then(Value::as_array);
+                let seqs: Vec<&Value> = single
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|piece| piece.get("Sequence"))
+                    .collect();
+                matches!(seqs.as_slice(), [s] if s.get("id").and_then(Value::as_str) == Some("A"))
+            }
+            _ => false,
+        };
         let post_process = match reference.get_post_processor() {
             None => false,
             Some(PostProcessorWrapper::ByteLevel(b)) if !b.trim_offsets => false,
@@ -154,6 +172,7 @@ impl EncodePlan {
             added_norm,
             norm_ids,
             post_process,
+            specials_only,
         })
     }
 }
@@ -453,7 +472,8 @@ impl Encoder {
         let Some(((ids, offsets), post_process)) = self.encode_fast(text) else {
             return self.encode_offsets_reference(text, add_special_tokens);
         };
-        if !post_process {
+        let specials_only = self.encode_plan().is_ok_and(|p| p.specials_only);
+        if !post_process || (specials_only && !add_special_tokens) {
             return Ok((ids, offsets));
         }
         let enc: Encoding = ids

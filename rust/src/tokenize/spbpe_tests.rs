@@ -21,11 +21,40 @@ use crate::tokenize::Encoder;
 /// Strings that stress the `▁` mapping, byte fallback and added tokens next to text.
 fn adversarial() -> Vec<String> {
     let base = [
-        " ", "  ", "   x", "x   ", " x ", "\t", "\n", " \n ", "\t x\n\ny ", "a  b   c    d",
-        "▁", "▁▁", "x▁y", " ▁ x", "▁ ▁", "a ▁▁b ▁", "中文 分词", "  中文", "龘 𪚥 𠀀", "x龘y",
-        "🎉 👍🏽 🇫🇷", "é naïve", "\u{a0}\u{3000}\u{200b}", "<0xE4>", " <0x41> ", "<unk>",
-        "<|end|>", " <|end|> ", "a<|end|>b", "<|user|>\nhi<|end|>\n<|assistant|>\n ok</s>",
-        "<s> x</s>  y", "</s></s> ", "<|endoftext|>   ", "x <|user|>  <|end|>",
+        " ",
+        "  ",
+        "   x",
+        "x   ",
+        " x ",
+        "\t",
+        "\n",
+        " \n ",
+        "\t x\n\ny ",
+        "a  b   c    d",
+        "▁",
+        "▁▁",
+        "x▁y",
+        " ▁ x",
+        "▁ ▁",
+        "a ▁▁b ▁",
+        "中文 分词",
+        "  中文",
+        "龘 𪚥 𠀀",
+        "x龘y",
+        "🎉 👍🏽 🇫🇷",
+        "é naïve",
+        "\u{a0}\u{3000}\u{200b}",
+        "<0xE4>",
+        " <0x41> ",
+        "<unk>",
+        "<|end|>",
+        " <|end|> ",
+        "a<|end|>b",
+        "<|user|>\nhi<|end|>\n<|assistant|>\n ok</s>",
+        "<s> x</s>  y",
+        "</s></s> ",
+        "<|endoftext|>   ",
+        "x <|user|>  <|end|>",
     ];
     let mut out: Vec<String> = base.iter().map(ToString::to_string).collect();
     for a in &base[..20] {
@@ -88,7 +117,10 @@ fn trained_sp_json() -> &'static Value {
             .iter()
             .enumerate()
             .map(|(i, &(c, r, sp))| {
-                let id = vocab.get(c).and_then(Value::as_u64).unwrap_or((size + i) as u64);
+                let id = vocab
+                    .get(c)
+                    .and_then(Value::as_u64)
+                    .unwrap_or((size + i) as u64);
                 json!({"id": id, "content": c, "lstrip": false, "rstrip": r,
                        "normalized": false, "special": sp, "single_word": false})
             })
@@ -114,7 +146,11 @@ fn check_counts(enc: &Encoder, texts: &[String], label: &str) {
     for t in texts {
         for special in [false, true] {
             let want = enc.count_reference(t, special).unwrap();
-            assert_eq!(enc.count(t, special).unwrap(), want, "{label}: count of {t:?}");
+            assert_eq!(
+                enc.count(t, special).unwrap(),
+                want,
+                "{label}: count of {t:?}"
+            );
         }
     }
 }
