@@ -290,7 +290,7 @@ BUILDERS = {
     "gpt2_prefix_nfkc_lower": (_gpt2_prefix_lower, True),
     "wordpiece_fallback": (_wordpiece, False),
     "bpe_whitespace_fallback": (_bpe_whitespace, False),
-    "bpe_metaspace_fallback": (_bpe_metaspace, False),
+    "bpe_metaspace": (_bpe_metaspace, True),  # Metaspace(split=True): counted on the fast path
 }
 NAMES = list(BUILDERS)
 

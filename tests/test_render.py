@@ -8,9 +8,9 @@ For every conversation of the multi-turn sets in ``../shared/data`` (read with
                                   return_assistant_tokens_mask=True)
 
 gives, with each built-in template (they carry ``{% generation %}`` blocks) on two tokenizers:
-phi-3-mini (``AutoTokenizer``: SentencePiece-style BPE, sftfast's reference tokenizer path) and
-the rebuilt Qwen2 ``tokenizer.json`` (``PreTrainedTokenizerFast``: byte-level BPE, sftfast's
-fast path). The Phi-3-mini template shipped in ``tokenizer_config.json`` has no generation
+phi-3-mini (``AutoTokenizer``: SentencePiece-style BPE with byte fallback, sftfast's
+SentencePiece fast path) and the rebuilt Qwen2 ``tokenizer.json`` (``PreTrainedTokenizerFast``:
+byte-level BPE, sftfast's byte-level fast path); a test checks that both take the fast path. The Phi-3-mini template shipped in ``tokenizer_config.json`` has no generation
 blocks (transformers' mask is all zero), so there ids are compared and the labels are checked
 against the reply spans computed here.
 
@@ -232,6 +232,16 @@ def shipped_phi3_expected_mask(tok: Any, row: dict[str, Any], ids: list[int]) ->
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     assert list(enc["input_ids"]) == ids
     return [int(any(s < b and e > a for a, b in spans)) for s, e in enc["offset_mapping"]]
+
+
+@needs_shared
+@pytest.mark.parametrize("name", REAL_TOKENIZERS)
+def test_real_tokenizers_render_through_the_fast_path(name: str) -> None:
+    """The parity tests here go through sftfast's own ids and offsets, not the ``tokenizers``
+    crate: phi-3-mini as transformers rewrites it (Metaspace pre-tokeniser) and Qwen2."""
+    tok = sftfast.load_tokenizer(hf_tokenizer(name))
+    assert tok.encode_fast_path_reason is None
+    assert tok.fast_path_reason is None
 
 
 @needs_shared

@@ -47,6 +47,13 @@ class Tokenizer:
     def fast_path(self) -> bool:
         return self.fast_path_reason is None
 
+    @property
+    def encode_fast_path_reason(self) -> str | None:
+        """Why token ids with offsets (used by ``render``) come from the reference pipeline of
+        the ``tokenizers`` crate rather than sftfast's own exact path; ``None`` when they do
+        not."""
+        return _native.encode_fast_path_reason(self.key, path=self.path)
+
     @classmethod
     def from_json(cls, text: str) -> Tokenizer:
         """Load from the text of a ``tokenizer.json``."""

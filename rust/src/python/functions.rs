@@ -35,6 +35,21 @@ fn load_tokenizer_path(py: Python<'_>, path: PathBuf) -> PyResult<(String, Optio
     })
 }
 
+/// Why `encode_offsets` (rendering) always uses the reference pipeline for the tokenizer
+/// registered under `key` (`None`: it has a fast path).
+#[pyfunction]
+#[pyo3(signature = (key, *, path=None))]
+fn encode_fast_path_reason(
+    py: Python<'_>,
+    key: &str,
+    path: Option<String>,
+) -> PyResult<Option<String>> {
+    run_detached(py, || {
+        let enc = registry::get(key, path.as_deref())?;
+        Ok(enc.encode_fast_path_disabled_reason().map(str::to_string))
+    })
+}
+
 /// Exact token counts of a String series (UInt32, nulls stay null).
 #[pyfunction]
 #[pyo3(signature = (key, texts, *, add_special_tokens=false, path=None))]
@@ -165,6 +180,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
     m.add_function(wrap_pyfunction!(load_tokenizer_json, m)?)?;
     m.add_function(wrap_pyfunction!(load_tokenizer_path, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_fast_path_reason, m)?)?;
     m.add_function(wrap_pyfunction!(count_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(count_tokens_reference, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;

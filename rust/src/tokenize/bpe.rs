@@ -293,6 +293,76 @@ impl Bpe {
         Some(len)
     }
 
+    /// For a char-level model: the bytes of word text each token covers (`size` entries; 0 for
+    /// ids no word produces), or `None` when some id has two different lengths. A vocabulary
+    /// char covers its UTF-8 length, a byte-fallback token 1 byte, a merged id its two parts:
+    /// filled to a fixpoint (a merge may use an id that a higher-ranked merge produces), so
+    /// the length of every id BPE can emit is known exactly. Without byte fallback the unknown
+    /// token covers a variable number of chars: it and every id merged from it get 0, so a word
+    /// that emits one fails the caller's length check. `ignore_merges` lookups return one id
+    /// for the whole word, which the caller also checks against the word's length.
+    pub(crate) fn char_lengths(&self, size: usize) -> Option<Vec<u32>> {
+        const VARIABLE: u32 = u32::MAX;
+        let Init::Chars {
+            chars,
+            byte_fallback,
+            unk,
+            ..
+        } = &self.init
+        else {
+            return None;
+        };
+        let mut len = vec![0u32; size];
+        // `Some(changed)`, `None` on a conflict; `VARIABLE` wins over any length.
+        let set = |len: &mut [u32], id: u32, l: u32| -> Option<bool> {
+            let slot = len.get_mut(id as usize)?;
+            if *slot == l || *slot == VARIABLE {
+                Some(false)
+            } else if *slot == 0 || l == VARIABLE {
+                *slot = l;
+                Some(true)
+            } else {
+                None
+            }
+        };
+        if let (None, Some(u)) = (byte_fallback, unk) {
+            set(&mut len, *u, VARIABLE)?;
+        }
+        for (c, &id) in chars {
+            #[allow(clippy::cast_possible_truncation)]
+            set(&mut len, id, c.len_utf8() as u32)?;
+        }
+        for &id in byte_fallback.iter().flat_map(|t| t.iter()) {
+            set(&mut len, id, 1)?;
+        }
+        // In rank order, so a well-formed file settles in one pass (and one to confirm).
+        let mut merges: Vec<(u32, u32, u32, u32)> = self
+            .merges
+            .iter()
+            .map(|(&k, &(rank, merged))| (rank, (k >> 32) as u32, k as u32, merged))
+            .collect();
+        merges.sort_unstable();
+        loop {
+            let mut changed = false;
+            for &(_, a, b, merged) in &merges {
+                let (la, lb) = (*len.get(a as usize)?, *len.get(b as usize)?);
+                if la == VARIABLE || lb == VARIABLE {
+                    changed |= set(&mut len, merged, VARIABLE)?;
+                } else if la > 0 && lb > 0 {
+                    changed |= set(&mut len, merged, la + lb)?;
+                }
+            }
+            if !changed {
+                for l in &mut len {
+                    if *l == VARIABLE {
+                        *l = 0;
+                    }
+                }
+                return Some(len);
+            }
+        }
+    }
+
     /// Number of tokens `word` merges into.
     pub fn count(&self, word: &str, scratch: &mut Scratch) -> usize {
         let mut out = std::mem::take(&mut scratch.out);

@@ -23,10 +23,14 @@
 //! normaliser changes a split (offsets would need its alignments; our NFC step proves most text
 //! unchanged, our NFKC/NFD/NFKD steps only ASCII), a `single_word` added token matches, or the
 //! token lengths of a piece do not add up to the piece (a guard; never seen). Whole tokenizers
-//! fall back when they are not byte-level BPE (SentencePiece-style Phi-3: its Prepend/Replace
-//! normaliser changes every row), when a post-processor trims offsets (it reads token
+//! fall back when they are neither byte-level nor SentencePiece-style BPE, when a
+//! post-processor trims offsets (it reads token
 //! strings), when added tokens share a content, or when special tokens are split
 //! (`encode_special_tokens`). [`Encoder::encode_fast_path_disabled_reason`] says why.
+//!
+//! **SentencePiece-style BPE** (Llama-2, Phi-3: `▁` for spaces, byte fallback) shares the
+//! added-token steps and the piece cache, and maps offsets through its `▁` normalisation in
+//! [`spbpe`] (both the file's Prepend/Replace normaliser and transformers' Metaspace rewrite).
 //!
 //! Cost: O(bytes) splitting and offsets, BPE only for pieces not in the cache; results depend
 //! only on the row (the cache holds exact results), so they are the same for any thread count.
@@ -35,6 +39,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 
 use rustc_hash::FxHashMap;
+use serde_json::Value;
 use tokenizers::{AddedToken, Encoding, PostProcessorWrapper};
 
 use super::bpe::Scratch;
@@ -52,10 +57,15 @@ const MAX_ARENA_IDS: usize = 8 << 20;
 /// Token ids and their byte offsets.
 pub type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
 
+#[path = "spbpe.rs"]
+mod spbpe;
+
 /// What the fast encoder needs besides the [`FastPlan`]; built on the first call.
 pub(super) struct EncodePlan {
     /// Bytes of (normalised) text each model token covers, by id; 0 for ids BPE never emits.
     token_bytes: Vec<u32>,
+    /// SentencePiece-style BPE: how its `▁` are placed (`None`: byte-level).
+    sp: Option<spbpe::SpMode>,
     /// Added tokens matched on raw text, and the id of each pattern.
     added_raw: AddedSet,
     raw_ids: Vec<u32>,
@@ -64,20 +74,37 @@ pub(super) struct EncodePlan {
     norm_ids: Vec<u32>,
     /// Whether the post-processor can change ids or offsets (run it through the crate).
     post_process: bool,
+    /// The post-processor is a template whose single-sequence form is sequence A once plus
+    /// special tokens: without special tokens it leaves ids and offsets alone
+    /// (`TemplateProcessing::apply_template` drops its special pieces then), so it is skipped.
+    specials_only: bool,
 }
 
 impl EncodePlan {
     fn build(enc: &Encoder) -> std::result::Result<Self, String> {
         let plan = enc.fast.as_ref().ok_or("the counting fast path is off")?;
-        if !plan.byte_level {
-            return Err(
-                "not a byte-level BPE (offsets would need the normaliser's alignments)".into(),
-            );
-        }
+        let sp = if plan.byte_level {
+            None
+        } else {
+            Some(spbpe::SpMode::of(plan)?)
+        };
         let reference = &enc.reference;
         if reference.get_encode_special_tokens() {
             return Err("special tokens are split (encode_special_tokens)".into());
         }
+        let specials_only = match reference.get_post_processor() {
+            Some(p @ PostProcessorWrapper::Template(_)) => {
+                let v = serde_json::to_value(p).map_err(|e| e.to_string())?;
+                let single = v.get("single").and_then(Value::as_array);
+                let seqs: Vec<&Value> = single
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|piece| piece.get("Sequence"))
+                    .collect();
+                matches!(seqs.as_slice(), [s] if s.get("id").and_then(Value::as_str) == Some("A"))
+            }
+            _ => false,
+        };
         let post_process = match reference.get_post_processor() {
             None => false,
             Some(PostProcessorWrapper::ByteLevel(b)) if !b.trim_offsets => false,
@@ -93,8 +120,13 @@ impl EncodePlan {
         // ids are not contiguous, from the vocabulary's byte-level spellings (one char per byte).
         // Tokens outside the byte alphabet are never produced from bytes, and the per-piece
         // length check guards the rest.
-        let token_bytes = match plan.bpe.byte_lengths(reference.get_vocab_size(false)) {
+        let size = reference.get_vocab_size(false);
+        let token_bytes = match plan.bpe.byte_lengths(size) {
             Some(t) => t,
+            None if sp.is_some() => plan
+                .bpe
+                .char_lengths(size)
+                .ok_or("a token id has two different lengths")?,
             None => {
                 let vocab = reference.get_vocab(false);
                 let size = vocab.values().max().map_or(0, |&m| m as usize + 1);
@@ -123,19 +155,24 @@ impl EncodePlan {
             if v.windows(2).any(|w| w[0].1.content == w[1].1.content) {
                 return Err("added tokens share a content".to_string());
             }
-            let ids = v.iter().map(|(id, _)| *id).collect();
+            let ids: Vec<u32> = v.iter().map(|(id, _)| *id).collect();
             let set = AddedSet::new(v.iter().map(|(_, t)| t), false).map_err(|e| e.to_string())?;
             Ok((set, ids))
         };
         let (added_raw, raw_ids) = set(&mut raw)?;
         let (added_norm, norm_ids) = set(&mut norm)?;
+        if sp.is_some_and(spbpe::SpMode::normalizes) && !norm_ids.is_empty() {
+            return Err("normalized added tokens under a ▁ normaliser".into());
+        }
         Ok(EncodePlan {
             token_bytes,
+            sp,
             added_raw,
             raw_ids,
             added_norm,
             norm_ids,
             post_process,
+            specials_only,
         })
     }
 }
@@ -195,6 +232,8 @@ struct EncLocal {
     arena: Vec<u32>,
     /// Ids of a piece too long to cache.
     tmp: Vec<u32>,
+    /// A SentencePiece split's normalised text.
+    norm: String,
     scratch: Scratch,
 }
 
@@ -313,7 +352,8 @@ impl EncodePlan {
                 }
                 Span::Text(s, e) => {
                     let seg = &text[s..e];
-                    if matches!(plan.normalize(seg), Cow::Owned(_)) {
+                    // A ▁ normaliser is mapped by `encode_sp_split` itself.
+                    if self.sp.is_none() && matches!(plan.normalize(seg), Cow::Owned(_)) {
                         ok = false;
                         return;
                     }
@@ -349,6 +389,9 @@ impl EncodePlan {
         local: &mut EncLocal,
         out: &mut Out,
     ) -> bool {
+        if let Some(mode) = self.sp {
+            return self.encode_sp_split(mode, plan, start, end, local, out);
+        }
         let split = &text[start..end];
         let mut ok = true;
         if plan.add_prefix_space && !split.is_empty() && !split.starts_with(' ') {
@@ -429,7 +472,8 @@ impl Encoder {
         let Some(((ids, offsets), post_process)) = self.encode_fast(text) else {
             return self.encode_offsets_reference(text, add_special_tokens);
         };
-        if !post_process {
+        let specials_only = self.encode_plan().is_ok_and(|p| p.specials_only);
+        if !post_process || (specials_only && !add_special_tokens) {
             return Ok((ids, offsets));
         }
         let enc: Encoding = ids

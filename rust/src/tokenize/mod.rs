@@ -190,9 +190,9 @@ fn cached_short(local: &mut Local, key: u128, count: impl FnOnce(&mut Scratch) -
     c as usize
 }
 
-fn count_pieces(plan: &FastPlan, split: &str, local: &mut Local) -> usize {
+fn count_pieces(plan: &FastPlan, split: &str, at_start: bool, local: &mut Local) -> usize {
     let mut n = 0usize;
-    plan.for_each_piece(split, |piece| {
+    plan.for_each_piece(split, at_start, |piece| {
         let bytes = piece.as_bytes();
         if bytes.len() == 1 && plan.byte_level {
             n += 1;
@@ -463,7 +463,11 @@ impl Encoder {
                     let norm = plan.normalize(t);
                     ok &= self.added_norm.split(&norm, &mut |seg2| match seg2 {
                         Seg::Added => n += 1,
-                        Seg::Text(t2) => n += count_pieces(plan, t2, local),
+                        // At byte 0 of the input only if it points there (the normaliser of a
+                        // `Metaspace` plan is empty, so `norm` borrows `text`).
+                        Seg::Text(t2) => {
+                            n += count_pieces(plan, t2, t2.as_ptr() == text.as_ptr(), local);
+                        }
                     });
                 }
             })

@@ -48,6 +48,9 @@ pub enum Splitter {
     /// (SentencePiece vocabularies with `▁`): merges cannot cross the point before a run of `c`
     /// that follows another char, so cutting there gives the same tokens as the whole text.
     BeforeRunOf(char),
+    /// `Metaspace(split: true)`: a piece starts at every `c` (`MergedWithNext`), as the
+    /// reference itself splits.
+    BeforeEach(char),
 }
 
 impl std::fmt::Debug for Splitter {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for Splitter {
             Splitter::Regex(_) => write!(f, "Regex"),
             Splitter::Whole => write!(f, "Whole"),
             Splitter::BeforeRunOf(c) => write!(f, "BeforeRunOf({c:?})"),
+            Splitter::BeforeEach(c) => write!(f, "BeforeEach({c:?})"),
         }
     }
 }
@@ -97,6 +101,16 @@ impl Splitter {
                         start = i;
                     }
                     prev = Some(ch);
+                }
+                f(&text[start..]);
+            }
+            Splitter::BeforeEach(c) => {
+                let mut start = 0;
+                for (i, _) in text.match_indices(*c) {
+                    if i > start {
+                        f(&text[start..i]);
+                        start = i;
+                    }
                 }
                 f(&text[start..]);
             }

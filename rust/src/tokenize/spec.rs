@@ -3,9 +3,11 @@
 //! The fast path covers BPE models (byte-level like GPT-2, cl100k, Llama-3 and Qwen2, or
 //! SentencePiece-style with byte fallback like Llama-2 and Phi-3) whose normaliser is a sequence
 //! of NFC/NFKC/NFD/NFKD, Lowercase, Prepend and string Replace, and whose pre-tokeniser is none,
-//! `ByteLevel`, or `Split(regex, Isolated)` followed by `ByteLevel`. Anything else (WordPiece,
-//! Unigram, Metaspace, exotic splits) is counted by the reference `tokenizers` pipeline, so a
-//! count is always exact; [`FastPlan::build`] says why a tokenizer is not fast.
+//! `ByteLevel`, `Split(regex, Isolated)` followed by `ByteLevel`, or (with no normaliser)
+//! `Metaspace` with `▁`, which is how transformers 5 rewrites Llama/Phi-3's Prepend/Replace
+//! normaliser. Anything else (WordPiece, Unigram, exotic splits) is counted by the reference
+//! `tokenizers` pipeline, so a count is always exact; [`FastPlan::build`] says why a tokenizer
+//! is not fast.
 
 use std::borrow::Cow;
 
@@ -44,10 +46,81 @@ pub enum NormStep {
     Replace(String, String),
 }
 
+/// When a `Metaspace` pre-tokeniser prepends `▁` to a split (its `prepend_scheme`); it never
+/// does when the split already starts with `▁` once spaces are replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefix {
+    /// Every split.
+    Always,
+    /// Only the split at byte 0 of the input (`offsets_original().0 == 0`).
+    First,
+    /// Never.
+    Never,
+}
+
+/// A `Metaspace` pre-tokeniser with replacement `▁`: spaces become `▁`, then [`Prefix`], then
+/// (with `split`) a piece starts at every `▁`.
+#[derive(Debug, Clone, Copy)]
+pub struct Metaspace {
+    pub(crate) prefix: Prefix,
+    pub(crate) split: bool,
+}
+
+impl Metaspace {
+    fn parse(v: &Value) -> Result<Self, String> {
+        if v.get("replacement").and_then(Value::as_str) != Some("\u{2581}") {
+            return unsupported("Metaspace with a replacement other than ▁");
+        }
+        let prefix = match v.get("prepend_scheme").and_then(Value::as_str) {
+            Some("always") => Prefix::Always,
+            Some("first") => Prefix::First,
+            Some("never") => Prefix::Never,
+            other => return unsupported(format!("Metaspace prepend_scheme {other:?}")),
+        };
+        let split = v
+            .get("split")
+            .and_then(Value::as_bool)
+            .ok_or("Metaspace without split")?;
+        Ok(Metaspace { prefix, split })
+    }
+
+    /// Whether a `▁` goes before `split` (non-empty, spaces not yet replaced); `at_start`: the
+    /// split starts at byte 0 of the input.
+    pub(crate) fn prepends(self, split: &str, at_start: bool) -> bool {
+        let allowed = match self.prefix {
+            Prefix::Always => true,
+            Prefix::First => at_start,
+            Prefix::Never => false,
+        };
+        allowed && !split.is_empty() && !split.starts_with([' ', METASPACE])
+    }
+
+    /// The split as the pre-tokeniser hands it to the model (before `split`).
+    fn apply(self, split: &str, at_start: bool) -> Cow<'_, str> {
+        let prepend = self.prepends(split, at_start);
+        if !prepend && !split.contains(' ') {
+            return Cow::Borrowed(split);
+        }
+        let mut s = String::with_capacity(split.len() + 3 + 2 * split.matches(' ').count());
+        if prepend {
+            s.push(METASPACE);
+        }
+        for (i, part) in split.split(' ').enumerate() {
+            if i > 0 {
+                s.push(METASPACE);
+            }
+            s.push_str(part);
+        }
+        Cow::Owned(s)
+    }
+}
+
 /// Everything the fast path needs.
 #[derive(Debug)]
 pub struct FastPlan {
     pub(crate) norm: Vec<NormStep>,
+    /// A `Metaspace` pre-tokeniser (then `norm` is empty and the model is char-level).
+    pub(crate) metaspace: Option<Metaspace>,
     pub(crate) splitter: Splitter,
     pub(crate) add_prefix_space: bool,
     pub(crate) bpe: Bpe,
@@ -214,8 +287,20 @@ impl FastPlan {
         }
         let mut norm = Vec::new();
         parse_norm(json.get("normalizer").unwrap_or(&Value::Null), &mut norm)?;
-        let (splitter, byte_level, add_prefix_space) =
-            parse_pretok(json.get("pre_tokenizer").unwrap_or(&Value::Null))?;
+        let pre = json.get("pre_tokenizer").unwrap_or(&Value::Null);
+        let (metaspace, (splitter, byte_level, add_prefix_space)) =
+            if pre.get("type").and_then(Value::as_str) == Some("Metaspace") {
+                if !norm.is_empty() {
+                    // The prefix rule reads original offsets, which a normaliser would shift.
+                    return unsupported("Metaspace after a normalizer");
+                }
+                (
+                    Some(Metaspace::parse(pre)?),
+                    (Splitter::Whole, false, false),
+                )
+            } else {
+                (None, parse_pretok(pre)?)
+            };
 
         let vocab_v = model
             .get("vocab")
@@ -333,6 +418,7 @@ impl FastPlan {
         let whole_lookup = ignore.is_some();
         let bpe = Bpe::new(merges, init, ignore);
         let splitter = match splitter {
+            _ if metaspace.is_some_and(|m| m.split) => Splitter::BeforeEach(METASPACE),
             Splitter::Whole if !byte_level && !whole_lookup && metaspace_safe(&vocab) => {
                 Splitter::BeforeRunOf(METASPACE)
             }
@@ -340,6 +426,7 @@ impl FastPlan {
         };
         Ok(FastPlan {
             norm,
+            metaspace,
             splitter,
             add_prefix_space,
             bpe,
@@ -398,9 +485,12 @@ impl FastPlan {
         s
     }
 
-    /// Call `f` on each piece of one normalised split (adding the `ByteLevel` prefix space).
-    pub fn for_each_piece(&self, split: &str, f: impl FnMut(&str)) {
-        if self.add_prefix_space && !split.is_empty() && !split.starts_with(' ') {
+    /// Call `f` on each piece of one normalised split (adding the `ByteLevel` prefix space, or
+    /// applying `Metaspace`); `at_start`: the split starts at byte 0 of the input.
+    pub fn for_each_piece(&self, split: &str, at_start: bool, f: impl FnMut(&str)) {
+        if let Some(m) = self.metaspace {
+            self.splitter.for_each_piece(&m.apply(split, at_start), f);
+        } else if self.add_prefix_space && !split.is_empty() && !split.starts_with(' ') {
             self.splitter.for_each_piece(&format!(" {split}"), f);
         } else {
             self.splitter.for_each_piece(split, f);
