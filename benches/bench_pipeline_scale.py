@@ -82,6 +82,8 @@ def main() -> int:
     ap.add_argument("--budget", type=int, help="rebalance budget (default: rows / 4)")
     ap.add_argument("--data-dir", default="/tmp/bench_scale")
     ap.add_argument("--keep", action="store_true", help="keep the run folder")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run folder of an interrupted run instead of starting over")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     if not TOKENIZER.is_dir():
@@ -100,7 +102,8 @@ def main() -> int:
     print(f"input: {n_files} files, {size / 1e9:.2f} GB on disk ({time.perf_counter() - t0:.0f}s "
           f"to generate or find)", flush=True)
     run = Path(args.data_dir) / "run"
-    shutil.rmtree(run, ignore_errors=True)
+    if not args.resume:
+        shutil.rmtree(run, ignore_errors=True)
     cfg = {
         "tokenizer": str(TOKENIZER), "seed": 0,
         "steps": [
@@ -121,6 +124,12 @@ def main() -> int:
     peak = sampler.stop()
     print(result.summary())
     step_peak = max(s.peak_rss_bytes for s in result.steps)
+    resumed = [s.name for s in result.steps if s.resumed]
+    if resumed:
+        # Steps taken from an earlier, interrupted run: their own stats.json figures count.
+        print(f"resumed (figures from the interrupted run): {', '.join(resumed)}; sum of step "
+              f"CPU-s {sum(s.cpu_seconds for s in result.steps):,.0f}, sum of step wall-s "
+              f"{sum(s.seconds for s in result.steps):,.0f}")
     print(f"\n{result.steps[0].rows_in:,} rows end to end: {wall:,.0f} s wall, {cpu:,.0f} CPU-s; "
           f"peak RSS {peak / 2**30:.2f} GiB (sampled), {step_peak / 2**30:.2f} GiB (max step "
           f"VmHWM); sftfast {sftfast.__version__}, {sftfast.get_num_threads()} threads")

@@ -116,8 +116,9 @@ def test_property_rows_fit_and_tokens_placed_once(tmp_path_factory: pytest.TempP
 def test_deterministic_across_threads_batches_and_lazy(tmp_path: Path) -> None:
     df = make_frame(LENGTHS)
     runs = []
+    batches = df.iter_slices(41)  # an iterable of DataFrames: the caller's own batches
     for i, (threads, frame, batch) in enumerate([(1, df, 65_536), (2, df, 37),
-                                                 (2, df.lazy(), 100)]):
+                                                 (2, df.lazy(), 100), (1, batches, 1)]):
         sftfast.set_num_threads(threads)
         try:
             m = sftfast.write_shards(frame, tmp_path / str(i), seq_len=300, shard_tokens=3000,
@@ -125,7 +126,7 @@ def test_deterministic_across_threads_batches_and_lazy(tmp_path: Path) -> None:
         finally:
             sftfast.set_num_threads(0)
         runs.append([s.files for s in m.shards])
-    assert runs[0] == runs[1] == runs[2]
+    assert runs[0] == runs[1] == runs[2] == runs[3]
     other = sftfast.write_shards(df, tmp_path / "seed", seq_len=300, shard_tokens=3000, seed=9)
     assert [s.files for s in other.shards] != runs[0]
 
@@ -143,6 +144,8 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
     df = make_frame([3, 4])
     with pytest.raises(SchemaError, match="labels=None"):
         sftfast.write_shards(df.drop("labels"), tmp_path / "a", seq_len=8)
+    with pytest.raises(SchemaError, match="labels=None"):
+        sftfast.write_shards(iter([df, df.drop("labels")]), tmp_path / "a2", seq_len=8)
     bad = df.with_columns(pl.Series("labels", [[1, 2], [1, 2, 3, 4]]))
     with pytest.raises(SchemaError, match="row 0 of the batch: labels has 2 values, input_ids 3"):
         sftfast.write_shards(bad, tmp_path / "b", seq_len=8)

@@ -15,7 +15,6 @@ import gzip
 import importlib
 import io
 import json
-import re
 import shutil
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -46,7 +45,6 @@ _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 REJECT_SCHEMA = {"row": pl.Int64, "reason": pl.String, "detail": pl.String, "raw": pl.String}
 
 # A line holding only whitespace, and a line whose first non-space byte cannot open an object.
-_NON_OBJECT_LINE = re.compile(rb"^[ \t\r\f\v]*[^{ \t\r\f\v\n].*(?:\n|\Z)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -250,32 +248,6 @@ def _blocks(path: Path, size: int = JSONL_CHUNK) -> Iterator[tuple[int, bytes]]:
         yield offset, carry
 
 
-def _scan_lines(path: Path) -> tuple[np.ndarray, np.ndarray, list[int], list[int], int]:
-    """One pass: line numbers of blank lines and of lines whose first non-blank byte is not
-    ``{`` (only lines not starting with ``{`` are looked at closely), and the line count."""
-    blank: list[int] = []
-    odd: list[int] = []
-    odd_off: list[int] = []
-    line0 = 0
-    for offset, block in _blocks(path):
-        view = np.frombuffer(block, dtype=np.uint8)
-        ends = np.flatnonzero(view == 10)
-        starts = np.concatenate([[0], ends + 1])
-        starts = starts[starts < len(block)]
-        for i in np.flatnonzero(view[starts] != ord("{")).tolist():
-            s = int(starts[i])
-            e = block.find(b"\n", s)
-            line = block[s:] if e < 0 else block[s:e]
-            body = line.lstrip(b" \t\r\f\v")
-            if not body:
-                blank.append(line0 + i)
-            elif body[:1] != b"{":
-                odd.append(line0 + i)
-                odd_off.append(offset + s)
-        line0 += len(ends) + (0 if block.endswith(b"\n") else 1)
-    return np.asarray(blank, np.int64), np.asarray(odd, np.int64), odd, odd_off, line0
-
-
 def _jsonl_parts(path: Path, out: Path) -> list[Path]:
     """Parse ``path`` block by block into Parquet parts in ``out`` (bounded memory)."""
     parts = []
@@ -292,11 +264,8 @@ def _jsonl_parts(path: Path, out: Path) -> list[Path]:
 def _jsonl(path: Path, shown: Path, workdir: Callable[[], Path]) -> Raw:
     if path.stat().st_size == 0:
         return Raw("jsonl", pl.Schema({ROW: pl.Int64}), lambda _: _empty(), _rejects([], ""))
-    bad = _native.split_jsonl(str(path))
-    invalid = {line - 1 for line, _ in bad}
-    blank_lines, odd_lines, _, _, _ = _scan_lines(path)
-    total = _native.count_lines(str(path))
-    not_object = sorted(set(odd_lines.tolist()) - invalid)
+    bad, blank, odd, total = _native.scan_jsonl(str(path))
+    not_object = [line - 1 for line in odd]
     rejects = pl.concat(
         [
             _rejects(
@@ -311,17 +280,13 @@ def _jsonl(path: Path, shown: Path, workdir: Callable[[], Path]) -> Raw:
             ),
         ]
     ).sort("row")
-    skipped = np.unique(
-        np.concatenate(
-            [blank_lines, np.fromiter(invalid, np.int64), np.asarray(not_object, np.int64)]
-        )
-    )
+    skipped = np.unique(np.concatenate([
+        np.asarray(blank, np.int64) - 1, np.asarray(not_object, np.int64),
+        np.asarray([line for line, _ in bad], np.int64) - 1]))
     clean = path
     if bad or not_object:
         clean = workdir() / f"{len(list(workdir().iterdir()))}-clean-{path.name}"
-        _native.split_jsonl(str(path), str(clean))
-        if not_object:
-            clean.write_bytes(_NON_OBJECT_LINE.sub(b"", clean.read_bytes()))
+        _native.scan_jsonl(str(path), str(clean))
     if total - len(skipped) <= 0:
         return Raw("jsonl", pl.Schema({ROW: pl.Int64}), lambda _: _empty(), rejects)
     if clean.stat().st_size <= JSONL_CHUNK:

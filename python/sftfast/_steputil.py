@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 ID = "sft_id"
 REASON = "sft_drop_reason"
 Bounds = tuple[int | None, int | None]
+# Rows per row group of the step files, and per batch where a step feeds a Python loop.
+BATCH_ROWS = 65_536
 
 
 def _counts(frame: pl.LazyFrame | pl.DataFrame, column: str = REASON) -> dict[str, int]:
@@ -24,7 +27,19 @@ def _counts(frame: pl.LazyFrame | pl.DataFrame, column: str = REASON) -> dict[st
 
 
 def _sink(lf: pl.LazyFrame, path: Path) -> None:
-    lf.sink_parquet(path, engine="streaming", compression="lz4")
+    lf.sink_parquet(path, engine="streaming", compression="lz4", row_group_size=BATCH_ROWS)
+
+
+def parquet_slices(path: Path, batch_rows: int | None = None
+                   ) -> Iterator[tuple[int, int, pl.LazyFrame]]:
+    """``(start, stop, slice)`` of ``path``, ``batch_rows`` rows each, for a consumer slower than the
+    reader (MinHash, the shard writer). Each slice is collected on its own, so memory stays one
+    batch: a streaming query that feeds a slow Python loop reads gigabytes ahead of it
+    (pola-rs/polars#26432). Slices match the row groups :func:`_sink` writes."""
+    batch_rows = batch_rows or BATCH_ROWS
+    n = pl.scan_parquet(path).select(pl.len()).collect().item()
+    for start in range(0, n, batch_rows):
+        yield start, min(n, start + batch_rows), pl.scan_parquet(path).slice(start, batch_rows)
 
 
 def _jsonable(v: Any) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -153,16 +153,9 @@ def near_dedup(
         ``frame`` with ``dup_cluster``, ``is_duplicate`` and ``dup_representative``;
         ``frame.filter(~pl.col("is_duplicate"))`` keeps one row per cluster.
     """
-    if keep not in KEEP_POLICIES:
-        raise ConfigError(f"keep: expected one of {KEEP_POLICIES}, got {keep!r}")
-    if (keep == "score") != (score_column is not None):
-        raise ConfigError("keep='score' and score_column go together")
-    if not isinstance(batch_rows, int) or batch_rows < 1:
-        raise ConfigError(f"batch_rows: expected an int >= 1, got {batch_rows!r}")
-    if not isinstance(seed, int) or not 0 <= seed < 2**64:
-        raise ConfigError(f"seed: expected an int in [0, 2**64), got {seed!r}")
+    _check_near(keep, score_column, batch_rows, seed)
     lazy = isinstance(frame, pl.LazyFrame)
-    lf = frame if lazy else frame.lazy()
+    lf: pl.LazyFrame = frame if isinstance(frame, pl.LazyFrame) else frame.lazy()
     schema = lf.collect_schema()
     text = _text_expr(schema, text_column).alias("text")
     if score_column is not None and score_column not in schema:
@@ -177,6 +170,42 @@ def near_dedup(
         return _near_dedup(frame, lf, lazy, text, threshold, num_perm, ngram, num_bands, seed,
                            verify_threshold, keep, score_column, nfkc, lowercase, batch_rows,
                            spill_dir)
+
+
+def _check_near(keep: str, score_column: str | None, batch_rows: int, seed: int) -> None:
+    if keep not in KEEP_POLICIES:
+        raise ConfigError(f"keep: expected one of {KEEP_POLICIES}, got {keep!r}")
+    if (keep == "score") != (score_column is not None):
+        raise ConfigError("keep='score' and score_column go together")
+    if not isinstance(batch_rows, int) or batch_rows < 1:
+        raise ConfigError(f"batch_rows: expected an int >= 1, got {batch_rows!r}")
+    if not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ConfigError(f"seed: expected an int in [0, 2**64), got {seed!r}")
+
+
+def _near_dedup_batches(batches: Iterable[pl.DataFrame], *, threshold: float, num_perm: int,
+                        ngram: int, num_bands: int | None, seed: int,
+                        verify_threshold: float | None, keep: str, score_column: str | None,
+                        nfkc: bool = True, lowercase: bool = True,
+                        spill_dir: str | None = None) -> tuple[pl.DataFrame, DedupStats]:
+    """:func:`near_dedup` over batches that hold a ``text`` column (and ``score_column``):
+    ``cluster`` and ``representative`` per row, and the stats. The caller owns the reading, so
+    it can bound how far ahead it reads."""
+    _check_near(keep, score_column, 1, seed)
+    state = _native.NearDedup(num_perm=num_perm, ngram=ngram, threshold=float(threshold),
+                              seed=seed, num_bands=num_bands,
+                              verify_threshold=None if verify_threshold is None
+                              else float(verify_threshold), nfkc=nfkc, lowercase=lowercase,
+                              spill_dir=spill_dir)
+    scores: list[pl.Series] = []
+    for batch in batches:
+        state.add(batch["text"])
+        if score_column is not None:
+            scores.append(batch[score_column].cast(pl.Float64))
+    out, stats, rows_per_band = state.finish(
+        keep, None if score_column is None else pl.concat(scores) if scores
+        else pl.Series(score_column, [], pl.Float64))
+    return out, DedupStats(**dict(stats), rows_per_band=tuple(rows_per_band))
 
 
 def _near_dedup(frame: pl.DataFrame | pl.LazyFrame, lf: pl.LazyFrame, lazy: bool, text: pl.Expr,

@@ -84,16 +84,16 @@ class RunResult:
 
     def summary(self) -> str:
         """A table: one line per step."""
-        head = (f"{'step':<14}{'rows in':>12}{'rows out':>12}{'dropped':>10}{'added':>9}"
-                f"{'time':>9}{'CPU':>9}{'peak MiB':>10}")
+        head = (f"{'step':<14}{'rows in':>15}{'rows out':>15}{'dropped':>15}{'added':>13}"
+                f"{'time':>11}{'CPU':>11}{'peak MiB':>10}")
         lines = [head]
         for s in self.steps:
-            lines.append(f"{s.name:<14}{s.rows_in:>12,}{s.rows_out:>12,}"
-                         f"{sum(s.dropped.values()):>10,}{s.added:>9,}{s.seconds:>8.2f}s"
-                         f"{s.cpu_seconds:>8.2f}s{s.peak_rss_bytes / 2**20:>10,.0f}"
+            lines.append(f"{s.name:<14}{s.rows_in:>15,}{s.rows_out:>15,}"
+                         f"{sum(s.dropped.values()):>15,}{s.added:>13,}{s.seconds:>10.2f}s"
+                         f"{s.cpu_seconds:>10.2f}s{s.peak_rss_bytes / 2**20:>10,.0f}"
                          + ("  (resumed)" if s.resumed else ""))
             for reason, n in sorted(s.dropped.items(), key=lambda kv: (-kv[1], kv[0])):
-                lines.append(f"    {reason:<36}{n:>12,}")
+                lines.append(f"    {reason:<40}{n:>15,}")
         return "\n".join(lines)
 
 

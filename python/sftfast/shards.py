@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,7 @@ def _check_int(name: str, v: object, lo: int, hi: int = 2**63) -> None:
 
 
 def write_shards(
-    frame: pl.DataFrame | pl.LazyFrame,
+    frame: pl.DataFrame | pl.LazyFrame | Iterable[pl.DataFrame],
     out: str | os.PathLike[str],
     *,
     seq_len: int,
@@ -133,7 +134,9 @@ def write_shards(
     ----------
     frame
         One sample per row: ``input_ids`` (list of token ids) and, unless ``labels=None``,
-        ``labels`` of the same length (−100 = not learned). A LazyFrame is read in batches.
+        ``labels`` of the same length (−100 = not learned). A LazyFrame is read in batches;
+        an iterable of DataFrames is taken as the batches (your own reader, which decides how
+        far ahead it reads).
     packing
         ``"bfd"``: global best-fit-decreasing over all lengths (tokens wait in a temporary
         store in ``out``, 8 bytes per token on disk, ~28 bytes per sample in memory; rows are
@@ -170,14 +173,29 @@ def write_shards(
     _check_int("batch_rows", batch_rows, 1)
     if max_per_row is not None:
         _check_int("max_per_row", max_per_row, 1, 2**32)
-    lazy = isinstance(frame, pl.LazyFrame)
-    lf = frame if lazy else frame.lazy()
-    schema = lf.collect_schema()
     cols = [input_ids] if labels is None else [input_ids, labels]
-    for c in cols:
-        if c not in schema:
-            hint = " (pass labels=None to learn every token)" if c == labels else ""
-            raise SchemaError(f"column {c!r} not in the data{hint}; columns: {schema.names()}")
+
+    def check(schema: pl.Schema) -> None:
+        for c in cols:
+            if c not in schema:
+                hint = " (pass labels=None to learn every token)" if c == labels else ""
+                raise SchemaError(f"column {c!r} not in the data{hint}; "
+                                  f"columns: {schema.names()}")
+
+    batches: Iterable[pl.DataFrame]
+    if isinstance(frame, pl.LazyFrame):
+        check(frame.collect_schema())
+        batches = frame.select(cols).collect_batches(chunk_size=batch_rows)
+    elif isinstance(frame, pl.DataFrame):
+        check(frame.schema)
+        batches = frame.select(cols).iter_slices(batch_rows)
+    else:
+        def checked(it: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+            for b in it:
+                check(b.schema)
+                yield b
+
+        batches = checked(frame)
     tok_hash = None
     if tokenizer is not None:
         from sftfast.tokenizer import load_tokenizer
@@ -187,10 +205,6 @@ def write_shards(
         os.fspath(out), seq_len=seq_len, overlong=overlong, max_per_row=max_per_row,
         window=window if packing == "window" else None, shard_tokens=shard_tokens, seed=seed,
         tokenizer_hash=tok_hash, config_fingerprint=config_fingerprint, overwrite=overwrite)
-    if lazy:
-        batches = lf.select(cols).collect_batches(chunk_size=batch_rows)
-    else:
-        batches = frame.select(cols).iter_slices(batch_rows)  # type: ignore[union-attr]
     for batch in batches:
         writer.add(batch[input_ids], None if labels is None else batch[labels])
     return ShardManifest.from_json(out, writer.finish())

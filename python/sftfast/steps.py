@@ -16,13 +16,16 @@ then :class:`Rebalance`, :class:`Render` and :class:`WriteShards`, each at most 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import polars as pl
 
 from sftfast._steputil import (
+    BATCH_ROWS,
     ID,
     REASON,
     _bounds,
@@ -35,6 +38,7 @@ from sftfast._steputil import (
     _s_curve,
     _sink,
     conversation_text,
+    parquet_slices,
 )
 from sftfast.exceptions import ConfigError
 from sftfast.expr import _plugin
@@ -104,6 +108,21 @@ class StepContext:
         if len(gone):
             lf = lf.filter(~pl.col(ID).is_in(gone.implode()))
         return lf
+
+    def alive_batches(self, build: Callable[[pl.LazyFrame], pl.LazyFrame]
+                      ) -> Iterator[pl.DataFrame]:
+        """:meth:`alive` in batches, ``build`` applied to each and collected on its own (for a
+        Python consumer: memory stays one batch of ``rows.parquet``, whose ``sft_id`` is its
+        row number)."""
+        if self.rows is None:
+            raise ConfigError("steps: the first step must be 'read'")
+        gone = np.sort(self.dropped_ids().to_numpy())
+        for start, stop, lf in parquet_slices(self.rows):
+            lf = lf.filter(pl.col(REASON).is_null()).drop(REASON, "sft_drop_detail", "sft_raw")
+            lo, hi = np.searchsorted(gone, [start, stop])
+            if hi > lo:
+                lf = lf.filter(~pl.col(ID).is_in(pl.Series(gone[lo:hi]).implode()))
+            yield build(lf).collect()
 
 
 @dataclass
@@ -337,20 +356,27 @@ class NearDedup(Step):
         return 1
 
     def run(self, ctx: StepContext) -> StepOutcome:
-        from sftfast.dedup import near_dedup
+        from sftfast.dedup import _near_dedup_batches
 
         lf = ctx.alive()
         p = self.params
         text = conversation_text(lf.collect_schema(), p["text"]).alias("text")
         score = p["score_column"]
-        src = lf.select(text) if score is None else lf.select(text, pl.col(score))
-        res = near_dedup(src, "text", threshold=p["threshold"], num_perm=p["num_perm"],
-                         ngram=p["ngram"], num_bands=p["num_bands"], seed=ctx.seed,
-                         verify_threshold=p["verify_threshold"], keep=p["keep"],
-                         score_column=score, spill=str(ctx.folder))
-        ids = lf.select(ID).collect(engine="streaming")[ID]
-        pos = pl.DataFrame({ID: ids, "cluster": res.cluster, "rep": res.representative})
-        by_pos = ids.gather(pos["cluster"]), ids.gather(pos["rep"])
+        cols = [ID, text] if score is None else [ID, text, pl.col(score)]
+        ids: list[pl.Series] = []
+
+        def batches() -> Iterator[pl.DataFrame]:
+            for batch in ctx.alive_batches(lambda b: b.select(cols)):
+                ids.append(batch[ID])
+                yield batch
+
+        out, stats = _near_dedup_batches(
+            batches(), threshold=p["threshold"], num_perm=p["num_perm"], ngram=p["ngram"],
+            num_bands=p["num_bands"], seed=ctx.seed, verify_threshold=p["verify_threshold"],
+            keep=p["keep"], score_column=score, spill_dir=str(ctx.folder))
+        all_ids = pl.concat(ids) if ids else pl.Series(ID, [], pl.UInt64)
+        pos = pl.DataFrame({ID: all_ids, "cluster": out["cluster"], "rep": out["representative"]})
+        by_pos = all_ids.gather(pos["cluster"]), all_ids.gather(pos["rep"])
         marked = pos.with_columns(cluster=by_pos[0], rep=by_pos[1])
         dup = marked.filter(pl.col(ID) != pl.col("rep"))
         dup.select(ID, pl.lit("near_duplicate").alias(REASON), pl.col("cluster").alias("dup_cluster"),
@@ -358,7 +384,7 @@ class NearDedup(Step):
         sizes = (marked.group_by("cluster").len().filter(pl.col("len") > 1)
                  .sort(["len", "cluster"], descending=[True, False]))
         hist = sizes.group_by("len").len("clusters").sort("len")
-        s = res.stats
+        s = stats
         bands = s.rows_per_band
         report = {"rows": s.rows, "duplicates": s.duplicates, "clusters": sizes.height,
                   "threshold": p["threshold"], "num_perm": p["num_perm"], "bands": len(bands),
@@ -480,21 +506,43 @@ class WriteShards(Step):
 
         if ctx.rendered is None:
             raise ConfigError("write_shards: needs a 'render' step before it")
-        gone = ctx.dropped_ids()
-        lf = pl.scan_parquet(ctx.rendered).filter(pl.col("render_error").is_null())
-        if len(gone):
-            lf = lf.filter(~pl.col(ID).is_in(gone.implode()))
-        if ctx.selection is not None:
-            lf = (lf.join(pl.scan_parquet(ctx.selection), on=ID, how="inner",
-                          maintain_order="left")
-                  .with_columns(pl.int_ranges(0, pl.col(COPIES), dtype=pl.UInt32).alias("rep"))
-                  .explode("rep").drop("rep", COPIES))
-        _sink(lf.select(ID).with_row_index("sample_id")
-              .with_columns(pl.col("sample_id").cast(pl.UInt64)), ctx.folder / "samples.parquet")
+        rendered = ctx.rendered
+        gone = np.sort(ctx.dropped_ids().to_numpy())
+        sel = None if ctx.selection is None else pl.read_parquet(ctx.selection).sort(ID)
+        sel_ids = np.empty(0, np.uint64) if sel is None else sel[ID].to_numpy()
+        ids: list[pl.Series] = []
+
+        def batches() -> Iterator[pl.DataFrame]:
+            # Batch by batch (bounded memory); rendered rows are in row-id order.
+            for _, _, part in parquet_slices(rendered):
+                b = (part.filter(pl.col("render_error").is_null())
+                     .select(ID, "input_ids", "labels").collect())
+                if b.height == 0:
+                    continue
+                lo_id, hi_id = int(b[ID][0]), int(b[ID][-1])
+                lo = np.searchsorted(gone, lo_id, side="left")
+                hi = np.searchsorted(gone, hi_id, side="right")
+                if hi > lo:
+                    b = b.filter(~pl.col(ID).is_in(pl.Series(gone[lo:hi]).implode()))
+                if sel is not None:
+                    a = np.searchsorted(sel_ids, lo_id, side="left")
+                    z = np.searchsorted(sel_ids, hi_id, side="right")
+                    b = (b.join(sel.slice(int(a), int(z - a)), on=ID, how="inner",
+                                maintain_order="left")
+                         .with_columns(pl.int_ranges(0, pl.col(COPIES), dtype=pl.UInt32)
+                                       .alias("rep"))
+                         .explode("rep").drop("rep", COPIES))
+                ids.append(b[ID])
+                yield b
+
         opts = dict(self.params)
         opts.setdefault("seed", ctx.seed)
-        m = write_shards(lf, ctx.out / "shards", tokenizer=ctx.tokenizer,
+        m = write_shards(batches(), ctx.out / "shards", tokenizer=ctx.tokenizer,
                          config_fingerprint=self.fingerprint, overwrite=True, **opts)
+        all_ids = pl.concat(ids) if ids else pl.Series(ID, [], pl.UInt64)
+        all_ids.to_frame().with_row_index("sample_id").with_columns(
+            pl.col("sample_id").cast(pl.UInt64)).write_parquet(
+            ctx.folder / "samples.parquet", compression="lz4", row_group_size=BATCH_ROWS)
         pk = m.packing
         dropped = {"overlong:dropped": pk.dropped} if pk.dropped else {}
         report = {"seq_len": m.seq_len, "samples": m.samples, "rows": m.rows,

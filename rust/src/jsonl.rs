@@ -34,12 +34,52 @@ fn check(line: &[u8]) -> Option<String> {
     }
 }
 
+/// What one pass over a JSON Lines file found (line numbers 1-based, in order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonlScan {
+    /// Lines that are not one JSON value.
+    pub bad: Vec<BadLine>,
+    /// Lines of nothing but ASCII whitespace.
+    pub blank: Vec<usize>,
+    /// Valid JSON lines that are not objects (`[1, 2]`, `"x"`, `null`).
+    pub not_object: Vec<usize>,
+    /// Lines in the file (a last line without `\n` counts).
+    pub lines: usize,
+}
+
+enum Verdict {
+    Object,
+    Blank,
+    NotObject,
+    Bad(String),
+}
+
+fn verdict(l: &[u8]) -> Verdict {
+    match l.iter().position(|b| !b.is_ascii_whitespace()) {
+        None => Verdict::Blank,
+        Some(i) => match check(l) {
+            Some(reason) => Verdict::Bad(reason),
+            None if l[i] == b'{' => Verdict::Object,
+            None => Verdict::NotObject,
+        },
+    }
+}
+
 /// Scan `path`; write the valid non-blank lines to `good_out` (when given) and return the bad
 /// ones, in order.
 ///
 /// # Errors
 /// [`SftError::Io`] naming the file when reading or writing fails.
 pub fn split_jsonl(path: &Path, good_out: Option<&Path>) -> Result<Vec<BadLine>> {
+    Ok(scan_jsonl(path, good_out, false)?.bad)
+}
+
+/// One pass over `path`: bad, blank and non-object lines and the line count; the object lines
+/// (and, unless `objects_only`, the other valid non-blank ones) go to `good_out` when given.
+///
+/// # Errors
+/// [`SftError::Io`] naming the file when reading or writing fails.
+pub fn scan_jsonl(path: &Path, good_out: Option<&Path>, objects_only: bool) -> Result<JsonlScan> {
     const BLOCK: usize = 8192;
     let f = File::open(path).map_err(|e| SftError::io(format!("opening {}", path.display()), e))?;
     let mut reader = BufReader::with_capacity(1 << 20, f);
@@ -51,8 +91,7 @@ pub fn split_jsonl(path: &Path, good_out: Option<&Path>) -> Result<Vec<BadLine>>
         }
         None => None,
     };
-    let mut bad = Vec::new();
-    let mut line_no = 0usize;
+    let mut scan = JsonlScan::default();
     loop {
         let mut block: Vec<Vec<u8>> = Vec::with_capacity(BLOCK);
         for _ in 0..BLOCK {
@@ -72,34 +111,32 @@ pub fn split_jsonl(path: &Path, good_out: Option<&Path>) -> Result<Vec<BadLine>>
             break;
         }
         parallel::check_cancel()?;
-        let verdicts: Vec<Option<String>> = parallel::install(|| {
-            block
-                .par_iter()
-                .map(|l| {
-                    if l.iter().all(u8::is_ascii_whitespace) {
-                        None
-                    } else {
-                        check(l)
-                    }
-                })
-                .collect()
-        })?;
+        let verdicts: Vec<Verdict> =
+            parallel::install(|| block.par_iter().map(|l| verdict(l)).collect())?;
         for (l, v) in block.iter().zip(verdicts) {
-            line_no += 1;
-            match v {
-                Some(reason) => bad.push(BadLine {
-                    line: line_no,
-                    reason,
-                }),
-                None => {
-                    if let Some(w) = writer.as_mut() {
-                        if !l.iter().all(u8::is_ascii_whitespace) {
-                            w.write_all(l)
-                                .and_then(|()| w.write_all(b"\n"))
-                                .map_err(|e| SftError::io("writing cleaned JSON Lines", e))?;
-                        }
-                    }
+            scan.lines += 1;
+            let keep = match v {
+                Verdict::Bad(reason) => {
+                    scan.bad.push(BadLine {
+                        line: scan.lines,
+                        reason,
+                    });
+                    false
                 }
+                Verdict::Blank => {
+                    scan.blank.push(scan.lines);
+                    false
+                }
+                Verdict::NotObject => {
+                    scan.not_object.push(scan.lines);
+                    !objects_only
+                }
+                Verdict::Object => true,
+            };
+            if let (true, Some(w)) = (keep, writer.as_mut()) {
+                w.write_all(l)
+                    .and_then(|()| w.write_all(b"\n"))
+                    .map_err(|e| SftError::io("writing cleaned JSON Lines", e))?;
             }
         }
     }
@@ -107,7 +144,7 @@ pub fn split_jsonl(path: &Path, good_out: Option<&Path>) -> Result<Vec<BadLine>>
         w.flush()
             .map_err(|e| SftError::io("writing cleaned JSON Lines", e))?;
     }
-    Ok(bad)
+    Ok(scan)
 }
 
 /// Number of lines in a file (a last line without `\n` counts), read in 1 MiB blocks.
@@ -151,6 +188,33 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "{\"a\": 1}\n{\"a\": 2}\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn one_scan_finds_blank_and_non_object_lines() {
+        let dir = std::env::temp_dir().join(format!("sftfast-jsonl-scan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("in.jsonl");
+        std::fs::write(
+            &src,
+            b"{\"a\": 1}\n \t\n[1, 2]\n{bad\n  {\"b\": 2}\r\nnull\n\n\"x\"",
+        )
+        .unwrap();
+        let out = dir.join("out.jsonl");
+        let scan = scan_jsonl(&src, Some(&out), true).unwrap();
+        assert_eq!(scan.lines, 8);
+        assert_eq!(scan.blank, vec![2, 7]);
+        assert_eq!(scan.not_object, vec![3, 6, 8]);
+        assert_eq!(scan.bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"a\": 1}\n  {\"b\": 2}\n"
+        );
+        assert_eq!(
+            scan_jsonl(&src, None, false).unwrap().lines,
+            count_lines(&src).unwrap()
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

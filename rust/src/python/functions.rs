@@ -190,6 +190,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(train_demo_tokenizer, m)?)?;
     m.add_function(wrap_pyfunction!(split_jsonl, m)?)?;
     m.add_function(wrap_pyfunction!(count_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_jsonl, m)?)?;
     Ok(())
 }
 
@@ -204,6 +205,23 @@ pub(crate) fn split_jsonl(
     run_detached(py, move || {
         let bad = crate::jsonl::split_jsonl(&path, good_out.as_deref())?;
         Ok(bad.into_iter().map(|b| (b.line, b.reason)).collect())
+    })
+}
+
+/// One pass over a JSON Lines file: `(bad (line, reason), blank lines, non-object lines, line
+/// count)`; the object lines go to `good_out` if given.
+#[pyfunction]
+#[pyo3(signature = (path, good_out=None))]
+#[allow(clippy::type_complexity)]
+pub(crate) fn scan_jsonl(
+    py: Python<'_>,
+    path: PathBuf,
+    good_out: Option<PathBuf>,
+) -> PyResult<(Vec<(usize, String)>, Vec<usize>, Vec<usize>, usize)> {
+    run_detached(py, move || {
+        let s = crate::jsonl::scan_jsonl(&path, good_out.as_deref(), true)?;
+        let bad = s.bad.into_iter().map(|b| (b.line, b.reason)).collect();
+        Ok((bad, s.blank, s.not_object, s.lines))
     })
 }
 

@@ -28,6 +28,28 @@ use crate::error::{Result, SftError};
 use crate::pack::{pack_bfd, Overlong, PackStats, StreamPiece, WindowPacker};
 use crate::parallel;
 
+/// `pread` of exactly `buf.len()` bytes at `offset` (no shared file position, so threads can
+/// share the file).
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How rows are packed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PackMethod {
@@ -532,24 +554,15 @@ impl ShardWriter {
         store.labels.flush().map_err(ctx)?;
         let cfg = &self.cfg;
         let packing = pack_bfd(&store.lengths, cfg.seq_len, cfg.overlong, cfg.max_per_row)?;
-        let map = |n: &str| -> Result<Option<memmap2::Mmap>> {
+        // Positioned reads, not a memory map: the rows are gathered in a seeded order from
+        // all over the store, and mapped pages would count towards the process's resident
+        // memory (a store of 10⁹ tokens is 8 GB); the page cache does the caching.
+        let open = |n: &str| -> Result<File> {
             let p = store.dir.join(n);
-            let f =
-                File::open(&p).map_err(|e| SftError::io(format!("opening {}", p.display()), e))?;
-            if store.next == 0 {
-                return Ok(None);
-            }
-            // SAFETY: the store files are private to this writer (a folder named by our pid,
-            // removed on drop) and are not written while mapped.
-            #[allow(unsafe_code)]
-            let m = unsafe { memmap2::Mmap::map(&f) }
-                .map_err(|e| SftError::io(format!("mapping {}", p.display()), e))?;
-            Ok(Some(m))
+            File::open(&p).map_err(|e| SftError::io(format!("opening {}", p.display()), e))
         };
-        let tok_map = map("tokens.bin")?;
-        let lab_map = map("labels.bin")?;
-        let tok_bytes: &[u8] = tok_map.as_deref().unwrap_or(&[]);
-        let lab_bytes: &[u8] = lab_map.as_deref().unwrap_or(&[]);
+        let tok_file = open("tokens.bin")?;
+        let lab_file = open("labels.bin")?;
         // Rows in a seeded order, so that every shard mixes rows of long and short samples.
         let nrows = packing.offsets.len() - 1;
         let mut order: Vec<usize> = (0..nrows).collect();
@@ -572,13 +585,16 @@ impl ShardWriter {
         if *cuts.last().unwrap_or(&0) != nrows {
             cuts.push(nrows);
         }
-        let read_u32 = |bytes: &[u8], at: u64, n: u32, out: &mut Vec<u32>| {
-            let a = at as usize * 4;
-            let s = &bytes[a..a + n as usize * 4];
+        let read_u32 = |file: &File, at: u64, n: u32, bytes: &mut Vec<u8>, out: &mut Vec<u32>| {
+            bytes.resize(n as usize * 4, 0);
+            read_exact_at(file, bytes, at * 4)
+                .map_err(|e| SftError::io("reading the token store", e))?;
             out.extend(
-                s.chunks_exact(4)
+                bytes
+                    .chunks_exact(4)
                     .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
             );
+            Ok::<(), SftError>(())
         };
         let dir = cfg.out_dir.clone();
         let jobs: Vec<(usize, &[usize])> = cuts
@@ -593,15 +609,17 @@ impl ShardWriter {
                     let mut buf = ShardBuf::new();
                     let mut t = Vec::new();
                     let mut l = Vec::new();
+                    let mut bytes = Vec::new();
+                    let mut lu = Vec::new();
                     for &r in rows {
                         let (a, b) = (packing.offsets[r] as usize, packing.offsets[r + 1] as usize);
                         for p in &packing.pieces[a..b] {
                             let at = store.starts[p.sample as usize] + u64::from(p.start);
                             t.clear();
                             l.clear();
-                            read_u32(tok_bytes, at, p.len, &mut t);
-                            let mut lu = Vec::with_capacity(p.len as usize);
-                            read_u32(lab_bytes, at, p.len, &mut lu);
+                            read_u32(&tok_file, at, p.len, &mut bytes, &mut t)?;
+                            lu.clear();
+                            read_u32(&lab_file, at, p.len, &mut bytes, &mut lu)?;
                             #[allow(clippy::cast_possible_wrap)]
                             l.extend(lu.iter().map(|&x| x as i32));
                             buf.push_piece(u64::from(p.sample), &t, &l);

@@ -311,6 +311,26 @@ impl EncLocal {
     }
 }
 
+/// The token count of `piece` (a piece of `hay`) merged through the encode cache of tokenizer
+/// `uid`, which this fills: a length filter's counting leaves the pieces merged for a render of
+/// the same texts later in the process (the count caches hold counts, not ids). Same result as
+/// `plan.bpe.count(piece)`.
+pub(super) fn count_through_encode_cache(
+    uid: u64,
+    plan: &FastPlan,
+    hay: &str,
+    piece: &str,
+) -> usize {
+    ENC_LOCAL.with(|cell| {
+        let mut local = cell.borrow_mut();
+        if local.uid != uid {
+            local.clear();
+            local.uid = uid;
+        }
+        local.ids_of(plan, hay, piece).len()
+    })
+}
+
 /// Start of the char that holds byte `i` of `text`.
 #[inline]
 fn char_start(text: &[u8], mut i: usize) -> usize {

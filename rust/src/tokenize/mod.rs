@@ -192,18 +192,23 @@ fn cached_short(local: &mut Local, key: u128, count: impl FnOnce(&mut Scratch) -
 
 fn count_pieces(plan: &FastPlan, split: &str, at_start: bool, local: &mut Local) -> usize {
     let mut n = 0usize;
+    let uid = local.uid;
     plan.for_each_piece(split, at_start, |piece| {
         let bytes = piece.as_bytes();
         if bytes.len() == 1 && plan.byte_level {
             n += 1;
             return;
         }
+        // A miss in the count caches merges through the encode cache (see
+        // `count_through_encode_cache`).
         if bytes.len() < 16 {
-            n += cached_short(local, short_key_in(split, bytes), |scratch| {
-                plan.bpe.count(piece, scratch)
+            n += cached_short(local, short_key_in(split, bytes), |_| {
+                encode::count_through_encode_cache(uid, plan, split, piece)
             });
         } else if bytes.len() <= MAX_CACHED_PIECE {
-            n += local.long_count(bytes, |scratch| plan.bpe.count(piece, scratch));
+            n += local.long_count(bytes, |_| {
+                encode::count_through_encode_cache(uid, plan, split, piece)
+            });
         } else {
             n += plan.bpe.count(piece, &mut local.scratch);
         }
