@@ -146,6 +146,15 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
         sftfast.write_shards(df.drop("labels"), tmp_path / "a", seq_len=8)
     with pytest.raises(SchemaError, match="labels=None"):
         sftfast.write_shards(iter([df, df.drop("labels")]), tmp_path / "a2", seq_len=8)
+    # A bad first batch is refused before overwrite clears an existing dataset.
+    kept = sftfast.write_shards(df, tmp_path / "a3", seq_len=8)
+    with pytest.raises(SchemaError, match="labels=None"):
+        sftfast.write_shards(iter([df.drop("labels")]), tmp_path / "a3", seq_len=8,
+                             overwrite=True)
+    with pytest.raises(SchemaError, match="got batches of dict"):
+        sftfast.write_shards([{"input_ids": [1]}], tmp_path / "a3", seq_len=8,
+                             overwrite=True)  # type: ignore[list-item]
+    assert sftfast.read_manifest(tmp_path / "a3", verify=True).samples == kept.samples
     bad = df.with_columns(pl.Series("labels", [[1, 2], [1, 2, 3, 4]]))
     with pytest.raises(SchemaError, match="row 0 of the batch: labels has 2 values, input_ids 3"):
         sftfast.write_shards(bad, tmp_path / "b", seq_len=8)

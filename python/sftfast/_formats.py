@@ -44,8 +44,6 @@ COMPRESSED = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 REJECT_SCHEMA = {"row": pl.Int64, "reason": pl.String, "detail": pl.String, "raw": pl.String}
 
-# A line holding only whitespace, and a line whose first non-space byte cannot open an object.
-
 
 @dataclass(frozen=True)
 class Raw:

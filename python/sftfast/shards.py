@@ -135,8 +135,8 @@ def write_shards(
     frame
         One sample per row: ``input_ids`` (list of token ids) and, unless ``labels=None``,
         ``labels`` of the same length (−100 = not learned). A LazyFrame is read in batches;
-        an iterable of DataFrames is taken as the batches (your own reader, which decides how
-        far ahead it reads).
+        an iterable of DataFrames is taken as the batches as they come (your own reader, which
+        decides how far ahead it reads; ``batch_rows`` does not apply).
     packing
         ``"bfd"``: global best-fit-decreasing over all lengths (tokens wait in a temporary
         store in ``out``, 8 bytes per token on disk, ~28 bytes per sample in memory; rows are
@@ -182,20 +182,21 @@ def write_shards(
                 raise SchemaError(f"column {c!r} not in the data{hint}; "
                                   f"columns: {schema.names()}")
 
-    batches: Iterable[pl.DataFrame]
+    first: pl.DataFrame | None = None
+    rest: Iterator[pl.DataFrame] = iter(())
     if isinstance(frame, pl.LazyFrame):
         check(frame.collect_schema())
-        batches = frame.select(cols).collect_batches(chunk_size=batch_rows)
     elif isinstance(frame, pl.DataFrame):
         check(frame.schema)
-        batches = frame.select(cols).iter_slices(batch_rows)
     else:
-        def checked(it: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-            for b in it:
-                check(b.schema)
-                yield b
-
-        batches = checked(frame)
+        # Check the first batch before the writer clears anything (``overwrite``).
+        rest = iter(frame)
+        first = next(rest, None)
+        for b in () if first is None else (first,):
+            if not isinstance(b, pl.DataFrame):
+                raise SchemaError(f"frame: expected a DataFrame, a LazyFrame or an iterable of "
+                                  f"DataFrames, got batches of {type(b).__name__}")
+            check(b.schema)
     tok_hash = None
     if tokenizer is not None:
         from sftfast.tokenizer import load_tokenizer
@@ -205,6 +206,23 @@ def write_shards(
         os.fspath(out), seq_len=seq_len, overlong=overlong, max_per_row=max_per_row,
         window=window if packing == "window" else None, shard_tokens=shard_tokens, seed=seed,
         tokenizer_hash=tok_hash, config_fingerprint=config_fingerprint, overwrite=overwrite)
+    batches: Iterable[pl.DataFrame]
+    if isinstance(frame, pl.LazyFrame):  # started only now that the writer exists
+        batches = frame.select(cols).collect_batches(chunk_size=batch_rows)
+    elif isinstance(frame, pl.DataFrame):
+        batches = frame.select(cols).iter_slices(batch_rows)
+    else:
+        def checked() -> Iterator[pl.DataFrame]:
+            if first is not None:
+                yield first
+            for b in rest:
+                if not isinstance(b, pl.DataFrame):
+                    raise SchemaError(f"frame: expected batches of DataFrames, got "
+                                      f"{type(b).__name__}")
+                check(b.schema)
+                yield b
+
+        batches = checked()
     for batch in batches:
         writer.add(batch[input_ids], None if labels is None else batch[labels])
     return ShardManifest.from_json(out, writer.finish())

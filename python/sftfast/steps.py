@@ -116,8 +116,8 @@ class StepContext:
     def alive_batches(self, build: Callable[[pl.LazyFrame], pl.LazyFrame]
                       ) -> Iterator[pl.DataFrame]:
         """:meth:`alive` in batches, ``build`` applied to each and collected on its own (for a
-        Python consumer: memory stays one batch of ``rows.parquet``, whose ``sft_id`` is its
-        row number)."""
+        Python consumer: memory stays one batch). Relies on ``sft_id`` being the row number of
+        ``rows.parquet``, as :class:`Read` writes it."""
         if self.rows is None:
             raise ConfigError("steps: the first step must be 'read'")
         gone = np.sort(self.dropped_ids().to_numpy())
@@ -515,15 +515,18 @@ class WriteShards(Step):
         sel = None if ctx.selection is None else pl.read_parquet(ctx.selection).sort(ID)
         sel_ids = np.empty(0, np.uint64) if sel is None else sel[ID].to_numpy()
         ids: list[pl.Series] = []
+        opts = dict(self.params)
+        opts.setdefault("seed", ctx.seed)
+        slice_rows = opts.get("batch_rows")  # (write_shards checks it)
 
         def batches() -> Iterator[pl.DataFrame]:
-            # Batch by batch (bounded memory); rendered rows are in row-id order.
-            for _, _, part in parquet_slices(rendered):
+            # Slice by slice of rendered.parquet (bounded memory), in row-id order.
+            for _, _, part in parquet_slices(rendered, slice_rows):
                 b = (part.filter(pl.col("render_error").is_null())
                      .select(ID, "input_ids", "labels").collect())
                 if b.height == 0:
                     continue
-                lo_id, hi_id = int(b[ID][0]), int(b[ID][-1])
+                lo_id, hi_id = int(b[ID].min()), int(b[ID].max())  # type: ignore[arg-type]
                 lo = np.searchsorted(gone, lo_id, side="left")
                 hi = np.searchsorted(gone, hi_id, side="right")
                 if hi > lo:
@@ -539,8 +542,6 @@ class WriteShards(Step):
                 ids.append(b[ID])
                 yield b
 
-        opts = dict(self.params)
-        opts.setdefault("seed", ctx.seed)
         m = write_shards(batches(), ctx.out / "shards", tokenizer=ctx.tokenizer,
                          config_fingerprint=self.fingerprint, overwrite=True, **opts)
         all_ids = pl.concat(ids) if ids else pl.Series(ID, [], pl.UInt64)

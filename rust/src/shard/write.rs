@@ -6,7 +6,7 @@
 //!   bytes per sample in memory (offset and length). `finish` packs the lengths, puts the rows
 //!   in a seeded order (so each shard mixes long and short samples), cuts them into shards of
 //!   about `shard_tokens` tokens and writes the shards in parallel, gathering tokens from the
-//!   memory-mapped store. Memory: ~28 bytes per sample plus one shard buffer per thread.
+//!   store with positioned reads. Memory: ~28 bytes per sample plus one shard buffer per thread.
 //! - **`Window(w)`** (streaming best-fit, [`crate::pack::WindowPacker`]): samples wait in a
 //!   window of `w` pieces; closed rows go straight into the current shard, written when full.
 //!   Memory: the window's samples, the open rows and one shard buffer, whatever the stream's
@@ -39,12 +39,14 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()
 fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !buf.is_empty() {
-        match file.seek_read(buf, offset)? {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => {
+        match file.seek_read(buf, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
                 buf = &mut buf[n..];
                 offset += n as u64;
             }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
@@ -202,7 +204,7 @@ fn shard_name(i: usize) -> String {
     format!("shard-{i:05}")
 }
 
-/// Token store for `Bfd`: two append-only files, memory-mapped at the end.
+/// Token store for `Bfd`: two append-only files, read back with positioned reads at the end.
 struct Store {
     dir: PathBuf,
     tokens: BufWriter<File>,

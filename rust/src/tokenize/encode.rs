@@ -314,7 +314,8 @@ impl EncLocal {
 /// The token count of `piece` (a piece of `hay`) merged through the encode cache of tokenizer
 /// `uid`, which this fills: a length filter's counting leaves the pieces merged for a render of
 /// the same texts later in the process (the count caches hold counts, not ids). Same result as
-/// `plan.bpe.count(piece)`.
+/// `plan.bpe.count(piece)`. The cost: counting also holds the encode cache (bounded by
+/// [`MAX_ARENA_IDS`] and the entry limits, ~100 MiB per thread at most).
 pub(super) fn count_through_encode_cache(
     uid: u64,
     plan: &FastPlan,
@@ -470,6 +471,11 @@ impl EncodePlan {
 }
 
 impl Encoder {
+    /// Whether the fast encoder (and so its piece cache) is available, building it if needed.
+    pub(super) fn encode_plan_ready(&self) -> bool {
+        self.encode_plan().is_ok()
+    }
+
     fn encode_plan(&self) -> std::result::Result<&EncodePlan, &str> {
         self.encode_plan
             .get_or_init(|| EncodePlan::build(self))

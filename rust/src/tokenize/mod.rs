@@ -81,6 +81,9 @@ impl std::fmt::Debug for Encoder {
 #[derive(Default)]
 struct Local {
     uid: u64,
+    /// Merge count-cache misses through the encode cache (when the tokenizer has the fast
+    /// encoder, so that a later encode of the same pieces finds them merged).
+    fill_encode: bool,
     /// Pieces of up to 15 bytes, keyed exactly by their bytes and length packed in a `u128`
     /// (integer compare instead of `memcmp`; most pieces are this short).
     short: FxHashMap<u128, u32>,
@@ -192,23 +195,26 @@ fn cached_short(local: &mut Local, key: u128, count: impl FnOnce(&mut Scratch) -
 
 fn count_pieces(plan: &FastPlan, split: &str, at_start: bool, local: &mut Local) -> usize {
     let mut n = 0usize;
-    let uid = local.uid;
+    let (uid, fill) = (local.uid, local.fill_encode);
     plan.for_each_piece(split, at_start, |piece| {
         let bytes = piece.as_bytes();
         if bytes.len() == 1 && plan.byte_level {
             n += 1;
             return;
         }
-        // A miss in the count caches merges through the encode cache (see
+        // A miss in the count caches merges through the encode cache when there is one (see
         // `count_through_encode_cache`).
+        let merge = |scratch: &mut Scratch| {
+            if fill {
+                encode::count_through_encode_cache(uid, plan, split, piece)
+            } else {
+                plan.bpe.count(piece, scratch)
+            }
+        };
         if bytes.len() < 16 {
-            n += cached_short(local, short_key_in(split, bytes), |_| {
-                encode::count_through_encode_cache(uid, plan, split, piece)
-            });
+            n += cached_short(local, short_key_in(split, bytes), merge);
         } else if bytes.len() <= MAX_CACHED_PIECE {
-            n += local.long_count(bytes, |_| {
-                encode::count_through_encode_cache(uid, plan, split, piece)
-            });
+            n += local.long_count(bytes, merge);
         } else {
             n += plan.bpe.count(piece, &mut local.scratch);
         }
@@ -447,6 +453,7 @@ impl Encoder {
             if local.uid != self.uid {
                 local.uid = self.uid;
                 local.clear();
+                local.fill_encode = self.encode_plan_ready();
             }
             self.count_fast(plan, text, local)
         });
