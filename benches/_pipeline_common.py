@@ -28,6 +28,8 @@ import resource
 import time
 from pathlib import Path
 
+from _benchutil import reset_peak_rss
+
 DATA_VERSION = 1
 EXACT_FRAC, NEAR_FRAC, MULTI_FRAC, OVERLONG_FRAC, SYSTEM_FRAC = 0.03, 0.05, 0.02, 0.01, 0.15
 OVERLONG_BYTES = (25_000, 55_000)
@@ -224,15 +226,6 @@ def cpu_now() -> float:
     """CPU seconds of this process (all threads) plus its reaped children."""
     ch = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + ch.ru_utime + ch.ru_stime
-
-
-def reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def vm_hwm_mb() -> float:

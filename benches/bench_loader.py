@@ -59,7 +59,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import resource
 import shlex
 import shutil
@@ -69,6 +68,9 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _benchutil import versions as _versions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -427,16 +429,8 @@ def measure(spec: dict, tmp: Path) -> dict:
 
 
 def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"Python {platform.python_version()}"]
-    for p in ["sftfast", "torch", "litdata", "mosaicml-streaming", "datasets", "transformers",
-              "numpy", "pyarrow"]:
-        try:
-            parts.append(f"{p} {version(p)}")
-        except PackageNotFoundError:
-            continue
-    return ", ".join(parts)
+    return _versions(["sftfast", "torch", "litdata", "mosaicml-streaming", "datasets", "transformers",
+              "numpy", "pyarrow"])
 
 
 def main() -> None:

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -54,6 +53,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _benchutil import reset_peak_rss
+from _benchutil import versions as _versions
 
 TOOLS = ["trl", "sftfast", "sftfast-write"]
 NAMES = {"trl": "TRL `bfd`", "sftfast": "sftfast `pack_lengths` (plan)",
@@ -73,15 +76,6 @@ def make_lengths(n: int, seed: int = 0):
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def peak_rss_mb() -> float:
@@ -281,15 +275,7 @@ def measure(spec: dict, tmp: Path) -> dict:
 
 
 def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"Python {platform.python_version()}"]
-    for p in ["sftfast", "trl", "datasets", "pyarrow", "polars", "numpy"]:
-        try:
-            parts.append(f"{p} {version(p)}")
-        except PackageNotFoundError:
-            continue
-    return ", ".join(parts)
+    return _versions(["sftfast", "trl", "datasets", "pyarrow", "polars", "numpy"])
 
 
 def main() -> None:

@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -69,6 +68,7 @@ import unicodedata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _benchutil import versions as _versions
 from _pipeline_common import Meter, cpu_now, ensure_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -361,16 +361,8 @@ def near_bands() -> list[int]:
 
 
 def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"Python {platform.python_version()}"]
-    for p in ["sftfast", "datasets", "datasketch", "tokenizers", "transformers", "trl",
-              "pyarrow", "polars"]:
-        try:
-            parts.append(f"{p} {version(p)}")
-        except PackageNotFoundError:
-            continue
-    return ", ".join(parts)
+    return _versions(["sftfast", "datasets", "datasketch", "tokenizers", "transformers", "trl",
+              "pyarrow", "polars"])
 
 
 def med(xs: list[float]) -> float:
