@@ -67,6 +67,17 @@ impl Bpe {
         self.merges.get(&key(a, b)).copied()
     }
 
+    /// Every merge as `(rank, left, right, merged)`, in rank order.
+    fn merges_by_rank(&self) -> Vec<(u32, u32, u32, u32)> {
+        let mut merges: Vec<(u32, u32, u32, u32)> = self
+            .merges
+            .iter()
+            .map(|(&k, &(rank, merged))| (rank, (k >> 32) as u32, k as u32, merged))
+            .collect();
+        merges.sort_unstable();
+        merges
+    }
+
     /// Build from merges given as id pairs in rank order (later duplicates win, like the
     /// reference, which collects them into a map).
     pub fn new(
@@ -277,12 +288,7 @@ impl Bpe {
         for &id in bytes.iter() {
             *len.get_mut(id as usize)? = 1;
         }
-        let mut merges: Vec<(u32, u32, u32, u32)> = self
-            .merges
-            .iter()
-            .map(|(&k, &(rank, merged))| (rank, (k >> 32) as u32, k as u32, merged))
-            .collect();
-        merges.sort_unstable();
+        let merges = self.merges_by_rank();
         for (_, a, b, merged) in merges {
             let l = len.get(a as usize)? + len.get(b as usize)?;
             let slot = len.get_mut(merged as usize)?;
@@ -336,12 +342,7 @@ impl Bpe {
             set(&mut len, id, 1)?;
         }
         // In rank order, so a well-formed file settles in one pass (and one to confirm).
-        let mut merges: Vec<(u32, u32, u32, u32)> = self
-            .merges
-            .iter()
-            .map(|(&k, &(rank, merged))| (rank, (k >> 32) as u32, k as u32, merged))
-            .collect();
-        merges.sort_unstable();
+        let merges = self.merges_by_rank();
         loop {
             let mut changed = false;
             for &(_, a, b, merged) in &merges {
