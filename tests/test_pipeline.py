@@ -315,3 +315,36 @@ def test_steps_read_in_batches_with_the_same_results(demo: dict[str, Any], tmp_p
     want = res.frame.filter(pl.col("is_duplicate"))["sft_id"].sort()
     got = pl.read_parquet(steps / "03-near_dedup/dropped.parquet")["sft_id"].sort()
     assert got.len() > 10 and got.to_list() == want.to_list()
+
+
+def test_near_dedup_step_keeps_by_score_and_window_packing_in_batches(
+        demo: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``keep="score"`` reads the score along with the text, batch by batch; window packing
+    takes the shard writer's batches as they come."""
+    import sftfast._steputil as su
+
+    cfg = json.loads(json.dumps(demo))
+    for step in cfg["steps"]:
+        if "near_dedup" in step:
+            step["near_dedup"].update(keep="score", score_column="sft_row")
+        if "write_shards" in step:
+            step["write_shards"].update(packing="window", window=50)
+    whole = sftfast.Pipeline.from_config(cfg).run(tmp_path / "whole", quiet=True)
+    monkeypatch.setattr(su, "BATCH_ROWS", 257)
+    small = sftfast.Pipeline.from_config(cfg).run(tmp_path / "small", quiet=True)
+    assert digest(small.shards) == digest(whole.shards)
+    assert [s.dropped for s in small.steps] == [s.dropped for s in whole.steps]
+    steps = tmp_path / "small/steps"
+    gone = pl.concat([pl.read_parquet(steps / f"{d}/dropped.parquet")["sft_id"]
+                      for d in ("01-length_filter", "02-exact_dedup")])
+    rows = (pl.scan_parquet(steps / "00-read/rows.parquet")
+            .filter(pl.col("sft_drop_reason").is_null(), ~pl.col("sft_id").is_in(gone.implode())))
+    text = su.conversation_text(rows.collect_schema(), "conversation").alias("text")
+    res = sftfast.near_dedup(rows.select("sft_id", "sft_row", text).collect(), "text",
+                             threshold=0.8, seed=cfg.get("seed", 0), keep="score",
+                             score_column="sft_row")
+    want = res.frame.filter(pl.col("is_duplicate"))["sft_id"].sort().to_list()
+    got = pl.read_parquet(steps / "03-near_dedup/dropped.parquet")["sft_id"].sort().to_list()
+    assert len(got) > 10 and got == want
+    m = sftfast.read_manifest(small.shards)
+    assert m.packing.method == "window" and m.samples == small.steps[-1].rows_out
