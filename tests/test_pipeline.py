@@ -315,6 +315,12 @@ def test_steps_read_in_batches_with_the_same_results(demo: dict[str, Any], tmp_p
     want = res.frame.filter(pl.col("is_duplicate"))["sft_id"].sort()
     got = pl.read_parquet(steps / "03-near_dedup/dropped.parquet")["sft_id"].sort()
     assert got.len() > 10 and got.to_list() == want.to_list()
+    # The report's cluster-size histogram, from every row's cluster.
+    sizes = (res.frame.group_by("dup_cluster").len().filter(pl.col("len") > 1)
+             .group_by("len").len("clusters"))
+    near = json.loads((steps / "03-near_dedup/stats.json").read_text())["report"]["near"]
+    assert near["cluster_sizes"] == {str(k): v for k, v in sorted(sizes.iter_rows())}
+    assert sum((int(k) - 1) * v for k, v in near["cluster_sizes"].items()) == got.len()
 
 
 def test_near_dedup_step_keeps_by_score_and_window_packing_in_batches(

@@ -385,7 +385,8 @@ class NearDedup(Step):
         dup = marked.filter(pl.col(ID) != pl.col("rep"))
         dup.select(ID, pl.lit("near_duplicate").alias(REASON), pl.col("cluster").alias("dup_cluster"),
                    pl.col("rep").alias("dup_of")).write_parquet(ctx.folder / "dropped.parquet")
-        sizes = (marked.group_by("cluster").len().filter(pl.col("len") > 1)
+        # A cluster of k > 1 rows keeps one: k - 1 duplicates (grouping those, not every row).
+        sizes = (dup.group_by("cluster").len().with_columns(pl.col("len") + 1)
                  .sort(["len", "cluster"], descending=[True, False]))
         hist = sizes.group_by("len").len("clusters").sort("len")
         s = stats
