@@ -27,6 +27,9 @@ pub struct Bpe {
     /// With `ignore_merges`: whole-word vocabulary keyed by the word's raw bytes (byte-level
     /// keys decoded from GPT-2's byte → char spelling).
     ignore_merges_vocab: Option<FxHashMap<Box<[u8]>, u32>>,
+    /// Byte-level only: multi-byte chars that start as their own token instead of their bytes,
+    /// with the same result (see [`Bpe::whole_chars`]).
+    whole_chars: FxHashMap<char, WholeChar>,
 }
 
 /// How a word becomes its initial symbols.
@@ -46,6 +49,43 @@ pub enum Init {
         /// Fuse consecutive unknown chars.
         fuse_unk: bool,
     },
+}
+
+/// A char that may start as its token `id`, unless the byte before it is in `prev` or the byte
+/// after it in `next` (256-bit sets).
+#[derive(Debug, Clone)]
+struct WholeChar {
+    id: u32,
+    prev: [u64; 4],
+    next: [u64; 4],
+}
+
+impl WholeChar {
+    fn new(id: u32) -> Self {
+        WholeChar {
+            id,
+            prev: [0; 4],
+            next: [0; 4],
+        }
+    }
+
+    /// Add byte `b` to `set` (`None`: an unknown byte, so all of them).
+    fn forbid(set: &mut [u64; 4], b: Option<u8>) {
+        match b {
+            Some(b) => set[usize::from(b >> 6)] |= 1 << (b & 63),
+            None => *set = [u64::MAX; 4],
+        }
+    }
+
+    /// Whether the char may start as its token between bytes `prev` and `next` (`None`: the
+    /// word's edge).
+    #[inline]
+    fn allowed(&self, prev: Option<u8>, next: Option<u8>) -> bool {
+        let hit = |set: &[u64; 4], b: Option<u8>| {
+            b.is_some_and(|b| set[usize::from(b >> 6)] >> (b & 63) & 1 == 1)
+        };
+        !hit(&self.prev, prev) && !hit(&self.next, next)
+    }
 }
 
 /// Words of at most this many initial symbols use the scan path.
@@ -100,18 +140,175 @@ impl Bpe {
                 }
             }
         }
-        Bpe {
+        let mut bpe = Bpe {
             merges: map,
             small,
             init,
             ignore_merges_vocab,
+            whole_chars: FxHashMap::default(),
+        };
+        bpe.whole_chars = bpe.whole_chars();
+        bpe
+    }
+
+    /// The multi-byte chars whose bytes may be replaced by their token before merging, with
+    /// the same result, and the neighbouring bytes that forbid it. Merged alone, the char's
+    /// bytes become one token `t`, the last merge at rank `R`. In a word, the symbol left of the
+    /// char always ends with the byte just before it, and the one to its right starts with the
+    /// byte just after it. If no merge below `R` joins a symbol ending in that previous byte to
+    /// the first symbol of one of the char's partial states (or to `t`), nor the last symbol of
+    /// one (or `t`) to a symbol starting with the next byte, nothing touches the char's bytes
+    /// before they are `t` (merges apply in global rank order), so starting from `t` changes
+    /// nothing. A CJK char is 3 bytes and 2 merges: starting from its token cuts a Chinese
+    /// piece's symbols and merges by about two thirds. Empty for char-level models.
+    fn whole_chars(&self) -> FxHashMap<char, WholeChar> {
+        let mut out = FxHashMap::default();
+        let Init::Bytes(table) = &self.init else {
+            return out;
+        };
+        let merges = self.merges_by_rank();
+        let size = merges
+            .iter()
+            .map(|m| m.1.max(m.2).max(m.3))
+            .chain(table.iter().copied())
+            .max()
+            .map_or(0, |m| m as usize + 1);
+        // Bytes of every token of at most 4 bytes (len 0: unknown or longer), and the first and
+        // last byte of every token (in rank order: a part is made before a merge uses it).
+        let mut bytes = vec![([0u8; 4], 0u8); size];
+        let mut ends: Vec<Option<(u8, u8)>> = vec![None; size];
+        for (b, &id) in table.iter().enumerate() {
+            #[allow(clippy::cast_possible_truncation)]
+            {
+                bytes[id as usize] = ([b as u8, 0, 0, 0], 1);
+                ends[id as usize] = Some((b as u8, b as u8));
+            }
         }
+        for &(_, a, b, m) in &merges {
+            let (a, b, m) = (a as usize, b as usize, m as usize);
+            if ends[m].is_none() {
+                if let (Some((f, _)), Some((_, l))) = (ends[a], ends[b]) {
+                    ends[m] = Some((f, l));
+                }
+            }
+            let ((ba, la), (bb, lb)) = (bytes[a], bytes[b]);
+            if bytes[m].1 == 0 && la > 0 && lb > 0 && la + lb <= 4 {
+                let mut v = ba;
+                v[la as usize..(la + lb) as usize].copy_from_slice(&bb[..lb as usize]);
+                bytes[m] = (v, la + lb);
+            }
+        }
+        // Each single-char token: merge its bytes alone, noting the symbols at each end.
+        struct Cand {
+            c: char,
+            t: u32,
+            rank: u32,
+            firsts: Vec<u32>,
+            lasts: Vec<u32>,
+        }
+        let mut cands: Vec<Cand> = Vec::new();
+        let mut syms: Vec<u32> = Vec::with_capacity(4);
+        for &(v, len) in &bytes {
+            if len < 2 {
+                continue;
+            }
+            let Ok(s) = std::str::from_utf8(&v[..len as usize]) else {
+                continue;
+            };
+            let mut chars = s.chars();
+            let (Some(c), None) = (chars.next(), chars.next()) else {
+                continue;
+            };
+            syms.clear();
+            syms.extend(s.bytes().map(|b| table[b as usize]));
+            let (mut firsts, mut lasts) = (vec![syms[0]], vec![syms[syms.len() - 1]]);
+            let mut rank = 0u32;
+            loop {
+                let best = syms
+                    .windows(2)
+                    .enumerate()
+                    .filter_map(|(i, w)| self.merge_of(w[0], w[1]).map(|(r, id)| (r, i, id)))
+                    .min();
+                let Some((r, i, id)) = best else { break };
+                syms[i] = id;
+                syms.remove(i + 1);
+                rank = r;
+                firsts.push(syms[0]);
+                lasts.push(syms[syms.len() - 1]);
+            }
+            if syms.len() == 1 && !out.contains_key(&c) {
+                out.insert(c, WholeChar::new(syms[0]));
+                cands.push(Cand {
+                    c,
+                    t: syms[0],
+                    rank,
+                    firsts,
+                    lasts,
+                });
+            }
+        }
+        // Forbidden neighbour bytes, from every merge that could join a neighbour in time.
+        let mut by_first: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
+        let mut by_last: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
+        for (i, cand) in cands.iter().enumerate() {
+            for &f in &cand.firsts {
+                by_first.entry(f).or_default().push(i);
+            }
+            for &l in &cand.lasts {
+                by_last.entry(l).or_default().push(i);
+            }
+        }
+        for &(rank, a, b, _) in &merges {
+            if let Some(list) = by_first.get(&b) {
+                let prev = ends[a as usize].map(|e| e.1);
+                for &i in list {
+                    if rank < cands[i].rank {
+                        if let Some(w) = out.get_mut(&cands[i].c) {
+                            WholeChar::forbid(&mut w.prev, prev);
+                        }
+                    }
+                }
+            }
+            if let Some(list) = by_last.get(&a) {
+                let next = ends[b as usize].map(|e| e.0);
+                for &i in list {
+                    if rank < cands[i].rank {
+                        if let Some(w) = out.get_mut(&cands[i].c) {
+                            WholeChar::forbid(&mut w.next, next);
+                        }
+                    }
+                }
+            }
+        }
+        debug_assert!(cands.iter().all(|c| out[&c.c].id == c.t));
+        out
     }
 
     /// Initial symbols of `word` appended to `out`.
     fn initial(&self, word: &str, out: &mut Vec<u32>) {
         match &self.init {
-            Init::Bytes(table) => out.extend(word.bytes().map(|b| table[b as usize])),
+            Init::Bytes(table) if self.whole_chars.is_empty() || word.is_ascii() => {
+                out.extend(word.bytes().map(|b| table[b as usize]));
+            }
+            Init::Bytes(table) => {
+                let b = word.as_bytes();
+                let mut i = 0usize;
+                for c in word.chars() {
+                    let w = c.len_utf8();
+                    let whole = if w == 1 {
+                        None
+                    } else {
+                        self.whole_chars.get(&c).filter(|wc| {
+                            wc.allowed(i.checked_sub(1).map(|j| b[j]), b.get(i + w).copied())
+                        })
+                    };
+                    match whole {
+                        Some(wc) => out.push(wc.id),
+                        None => out.extend(b[i..i + w].iter().map(|&x| table[x as usize])),
+                    }
+                    i += w;
+                }
+            }
             Init::Chars {
                 chars,
                 byte_fallback,
@@ -391,6 +588,69 @@ pub struct Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whole-char starts change nothing: a char next to a byte that could join part of it (or
+    /// its token, before it is complete) keeps its bytes.
+    #[test]
+    fn whole_chars_are_exact_and_skip_unsafe_chars() {
+        let mut init = Box::new([0u32; 256]);
+        for (b, slot) in init.iter_mut().enumerate() {
+            *slot = u32::try_from(b).unwrap();
+        }
+        let (zh, wen, e_acute, a) = (
+            "中".as_bytes(),
+            "文".as_bytes(),
+            "é".as_bytes(),
+            u32::from(b'a'),
+        );
+        let b = |x: u8| u32::from(x);
+        let merges = vec![
+            (b(zh[0]), b(zh[1]), 300),  // 中: bytes 0-1
+            (300, b(zh[2]), 301),       // 中 complete at rank 1
+            (b(zh[2]), b(wen[0]), 302), // a cross-char pair, below 文's completion
+            (b(wen[0]), b(wen[1]), 303),
+            (303, b(wen[2]), 304), // 文 complete at rank 4: unsafe
+            (310, a, 311),         // uses é's token before é exists
+            (b(e_acute[0]), b(e_acute[1]), 310), // é complete at rank 6: unsafe
+            (301, 304, 312),       // 中文
+            (301, a, 313),
+        ];
+        let bpe = Bpe::new(merges, Init::Bytes(init), None);
+        let whole = |c: char| bpe.whole_chars.get(&c).unwrap();
+        assert_eq!(whole('中').id, 301);
+        assert!(whole('中').allowed(Some(b'a'), Some(wen[0])));
+        // 文 after a byte that can absorb its first byte (the pair at rank 2) keeps its bytes.
+        assert_eq!(whole('文').id, 304);
+        assert!(!whole('文').allowed(Some(zh[2]), None));
+        assert!(whole('文').allowed(Some(b'a'), None));
+        // é's token merges with a following `a` before é is complete.
+        assert!(!whole('é').allowed(None, Some(b'a')));
+        assert!(whole('é').allowed(None, Some(b' ')));
+        let mut plain = Bpe::new(Vec::new(), Init::Bytes(Box::new([0u32; 256])), None);
+        plain.merges = bpe.merges.clone();
+        plain.small = bpe.small.clone();
+        plain.init = Init::Bytes(match &bpe.init {
+            Init::Bytes(t) => t.clone(),
+            Init::Chars { .. } => unreachable!(),
+        });
+        assert!(plain.whole_chars.is_empty());
+        let alphabet: Vec<char> = "中文éa b".chars().collect();
+        let (mut s1, mut s2) = (Scratch::default(), Scratch::default());
+        let mut state = 11u64;
+        for _ in 0..3000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let len = (state >> 59) as usize + 1 + (state >> 57 & 3) as usize * 20;
+            let word: String = (0..len)
+                .map(|i| alphabet[((state >> (i % 50)) as usize) % alphabet.len()])
+                .collect();
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            bpe.encode(&word, &mut x, &mut s1);
+            plain.encode(&word, &mut y, &mut s2);
+            assert_eq!(x, y, "{word}");
+        }
+    }
 
     #[test]
     fn scan_and_heap_paths_agree() {

@@ -298,3 +298,44 @@ fn short_key_in_equals_short_key() {
         super::short_key(other.as_bytes())
     );
 }
+
+/// Real Chinese text (the shared legal and medical sets), where most pieces are long runs of
+/// CJK chars that start as whole-char tokens ([`super::bpe`]'s `whole_chars`): ids and counts
+/// equal to the `tokenizers` crate on every line, for the byte-level shared tokenizers.
+#[test]
+fn shared_chinese_text_matches_reference() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let files = [
+        "lawyer_llama_zh/legal_counsel_multi_turn_with_article_v2.json",
+        "medicalgpt_medical_sft_zh/medical_sft_1K_format.jsonl",
+    ];
+    if !files.iter().all(|f| data.join(f).exists()) {
+        eprintln!(
+            "skipped: the shared Chinese sets are absent under {}",
+            data.display()
+        );
+        return;
+    }
+    let mut lines: Vec<String> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(data.join(f)).unwrap();
+        // Up to ~600 kB of each file, cut into lines (JSON escapes and all: still real text).
+        let mut taken = 0;
+        for line in text.lines() {
+            if taken > 600_000 {
+                break;
+            }
+            taken += line.len();
+            lines.push(line.to_string());
+        }
+    }
+    for name in ["qwen2-bpe151k-rebuilt", "cl100k_base"] {
+        let enc = Encoder::from_path(&data.join("tokenizers").join(name)).unwrap();
+        for t in &lines {
+            let (ids, _) = enc.encode_offsets(t, false).unwrap();
+            let (want, _) = enc.encode_offsets_reference(t, false).unwrap();
+            assert_eq!(ids, want, "{name}: {t:?}");
+            assert_eq!(enc.count(t, false).unwrap(), want.len(), "{name}: {t:?}");
+        }
+    }
+}
