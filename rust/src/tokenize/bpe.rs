@@ -1,7 +1,9 @@
 //! Byte-pair merging, the same algorithm as the `tokenizers` crate's `BPE` model.
 //!
-//! A word starts as one symbol per byte (byte-level vocabularies) or per char (SentencePiece-style
-//! vocabularies with byte fallback and unknown-token fusing). Merges are applied in rank order,
+//! A word starts as one symbol per byte (byte-level vocabularies; a multi-byte char whose bytes
+//! nothing can touch before they merge into its token starts as that token, see
+//! [`Bpe::whole_chars`]) or per char (SentencePiece-style vocabularies with byte fallback and
+//! unknown-token fusing). Merges are applied in rank order,
 //! leftmost first among equal ranks, through a binary heap of candidate pairs over a linked list
 //! of symbols, exactly as `tokenizers::models::bpe::Word::merge_all` does (including its check
 //! that skips stale heap entries). Cost: O(n log n) for a word of n initial symbols.
