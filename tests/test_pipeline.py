@@ -283,6 +283,19 @@ def test_strict_read_stops_at_the_first_bad_row(tmp_path: Path) -> None:
     assert rej["raw"][0].startswith('{"question":"Q?"') and rej["sft_drop_detail"][1]
 
 
+def rows_before_near_dedup(steps: Path) -> pl.DataFrame:
+    """``sft_id``, ``sft_row`` and the conversation ``text`` of the rows the near-dedup step
+    saw (read's kept rows minus the length filter's and exact dedup's drops)."""
+    from sftfast._steputil import conversation_text
+
+    gone = pl.concat([pl.read_parquet(steps / f"{d}/dropped.parquet")["sft_id"]
+                      for d in ("01-length_filter", "02-exact_dedup")])
+    rows = (pl.scan_parquet(steps / "00-read/rows.parquet")
+            .filter(pl.col("sft_drop_reason").is_null(), ~pl.col("sft_id").is_in(gone.implode())))
+    text = conversation_text(rows.collect_schema(), "conversation").alias("text")
+    return rows.select("sft_id", "sft_row", text).collect()
+
+
 def test_steps_read_in_batches_with_the_same_results(demo: dict[str, Any], tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Near dedup and the shard writer read ``rows.parquet`` / ``rendered.parquet`` slice by
@@ -305,12 +318,7 @@ def test_steps_read_in_batches_with_the_same_results(demo: dict[str, Any], tmp_p
         pl.read_parquet(tmp_path / "small/steps/06-write_shards/samples.parquet"))
     # The rows alive before near dedup, through the public function.
     steps = tmp_path / "whole/steps"
-    gone = pl.concat([pl.read_parquet(steps / f"{d}/dropped.parquet")["sft_id"]
-                      for d in ("01-length_filter", "02-exact_dedup")])
-    rows = (pl.scan_parquet(steps / "00-read/rows.parquet")
-            .filter(pl.col("sft_drop_reason").is_null(), ~pl.col("sft_id").is_in(gone.implode())))
-    text = su.conversation_text(rows.collect_schema(), "conversation").alias("text")
-    res = sftfast.near_dedup(rows.select("sft_id", text).collect(), "text", threshold=0.8,
+    res = sftfast.near_dedup(rows_before_near_dedup(steps), "text", threshold=0.8,
                              seed=demo.get("seed", 0))
     want = res.frame.filter(pl.col("is_duplicate"))["sft_id"].sort()
     got = pl.read_parquet(steps / "03-near_dedup/dropped.parquet")["sft_id"].sort()
@@ -341,14 +349,8 @@ def test_near_dedup_step_keeps_by_score_and_window_packing_in_batches(
     assert digest(small.shards) == digest(whole.shards)
     assert [s.dropped for s in small.steps] == [s.dropped for s in whole.steps]
     steps = tmp_path / "small/steps"
-    gone = pl.concat([pl.read_parquet(steps / f"{d}/dropped.parquet")["sft_id"]
-                      for d in ("01-length_filter", "02-exact_dedup")])
-    rows = (pl.scan_parquet(steps / "00-read/rows.parquet")
-            .filter(pl.col("sft_drop_reason").is_null(), ~pl.col("sft_id").is_in(gone.implode())))
-    text = su.conversation_text(rows.collect_schema(), "conversation").alias("text")
-    res = sftfast.near_dedup(rows.select("sft_id", "sft_row", text).collect(), "text",
-                             threshold=0.8, seed=cfg.get("seed", 0), keep="score",
-                             score_column="sft_row")
+    res = sftfast.near_dedup(rows_before_near_dedup(steps), "text", threshold=0.8,
+                             seed=cfg.get("seed", 0), keep="score", score_column="sft_row")
     want = res.frame.filter(pl.col("is_duplicate"))["sft_id"].sort().to_list()
     got = pl.read_parquet(steps / "03-near_dedup/dropped.parquet")["sft_id"].sort().to_list()
     assert len(got) > 10 and got == want
