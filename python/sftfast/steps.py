@@ -113,6 +113,13 @@ class StepContext:
             lf = lf.filter(~pl.col(ID).is_in(gone.implode()))
         return lf
 
+    def alive_schema(self) -> pl.Schema:
+        """The columns of :meth:`alive` (without reading which rows were dropped)."""
+        if self.rows is None:
+            raise ConfigError("steps: the first step must be 'read'")
+        return (pl.scan_parquet(self.rows).drop(REASON, "sft_drop_detail", "sft_raw")
+                .collect_schema())
+
     def alive_batches(self, build: Callable[[pl.LazyFrame], pl.LazyFrame]
                       ) -> Iterator[pl.DataFrame]:
         """:meth:`alive` in batches, ``build`` applied to each and collected on its own (for a
@@ -362,9 +369,8 @@ class NearDedup(Step):
     def run(self, ctx: StepContext) -> StepOutcome:
         from sftfast.dedup import _near_dedup_batches
 
-        lf = ctx.alive()
         p = self.params
-        text = conversation_text(lf.collect_schema(), p["text"]).alias("text")
+        text = conversation_text(ctx.alive_schema(), p["text"]).alias("text")
         score = p["score_column"]
         cols = [ID, text] if score is None else [ID, text, pl.col(score)]
         ids: list[pl.Series] = []
@@ -511,8 +517,9 @@ class WriteShards(Step):
 
         if ctx.rendered is None:
             raise ConfigError("write_shards: needs a 'render' step before it")
+        # The rendered rows are the rows alive at render (no step may drop rows after it, see
+        # the order rules), so only its own errors are left out.
         rendered = ctx.rendered
-        gone = np.sort(ctx.dropped_ids().to_numpy())
         sel = None if ctx.selection is None else pl.read_parquet(ctx.selection).sort(ID)
         sel_ids = np.empty(0, np.uint64) if sel is None else sel[ID].to_numpy()
         ids: list[pl.Series] = []
@@ -527,12 +534,8 @@ class WriteShards(Step):
                      .select(ID, "input_ids", "labels").collect())
                 if b.height == 0:
                     continue
-                lo_id, hi_id = int(b[ID].min()), int(b[ID].max())  # type: ignore[arg-type]
-                lo = np.searchsorted(gone, lo_id, side="left")
-                hi = np.searchsorted(gone, hi_id, side="right")
-                if hi > lo:
-                    b = b.filter(~pl.col(ID).is_in(pl.Series(gone[lo:hi]).implode()))
                 if sel is not None:
+                    lo_id, hi_id = int(b[ID].min()), int(b[ID].max())  # type: ignore[arg-type]
                     a = np.searchsorted(sel_ids, lo_id, side="left")
                     z = np.searchsorted(sel_ids, hi_id, side="right")
                     b = (b.join(sel.slice(int(a), int(z - a)), on=ID, how="inner",
