@@ -212,22 +212,14 @@ def _near_dedup(frame: pl.DataFrame | pl.LazyFrame, lf: pl.LazyFrame, lazy: bool
                 threshold: float, num_perm: int, ngram: int, num_bands: int | None, seed: int,
                 verify_threshold: float | None, keep: str, score_column: str | None, nfkc: bool,
                 lowercase: bool, batch_rows: int, spill_dir: str | None) -> NearDedupResult:
-    state = _native.NearDedup(num_perm=num_perm, ngram=ngram, threshold=float(threshold),
-                              seed=seed, num_bands=num_bands,
-                              verify_threshold=None if verify_threshold is None
-                              else float(verify_threshold), nfkc=nfkc, lowercase=lowercase,
-                              spill_dir=spill_dir)
-    if lazy:
-        for batch in lf.select(text).collect_batches(chunk_size=batch_rows):
-            state.add(batch["text"])
-    else:
-        texts = lf.select(text).collect()["text"]
-        for part in texts.rechunk().to_frame().iter_slices(batch_rows):
-            state.add(part["text"])
-    scores = None
-    if score_column is not None:
-        scores = lf.select(pl.col(score_column).cast(pl.Float64)).collect()[score_column]
-    out, stats, rows_per_band = state.finish(keep, scores)
+    src = lf.select(text) if score_column is None else lf.select(text, pl.col(score_column))
+    batches: Iterable[pl.DataFrame] = (
+        src.collect_batches(chunk_size=batch_rows) if lazy
+        else src.collect().rechunk().iter_slices(batch_rows))
+    out, stats = _near_dedup_batches(
+        batches, threshold=threshold, num_perm=num_perm, ngram=ngram, num_bands=num_bands,
+        seed=seed, verify_threshold=verify_threshold, keep=keep, score_column=score_column,
+        nfkc=nfkc, lowercase=lowercase, spill_dir=spill_dir)
     row = pl.int_range(pl.len(), dtype=pl.UInt32)
     cols = out.select(
         pl.col("cluster").alias(CLUSTER),
@@ -241,7 +233,7 @@ def _near_dedup(frame: pl.DataFrame | pl.LazyFrame, lf: pl.LazyFrame, lazy: bool
         result = pl.concat([lf, cols.lazy()], how="horizontal")
     return NearDedupResult(
         frame=result,
-        stats=DedupStats(**dict(stats), rows_per_band=tuple(rows_per_band)),
+        stats=stats,
         cluster=out["cluster"],
         representative=out["representative"],
     )
