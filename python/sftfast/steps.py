@@ -8,8 +8,9 @@ copied from step to step: a filtering step writes only ``dropped.parquet`` (``sf
 :class:`WriteShards` writes the shards. Every step streams except the global ones, which keep
 per alive row: :class:`ExactDedup` 16 bytes (id and key); :class:`NearDedup` 17 bytes while
 signing (id and text length; the band keys go to files in its folder), then 48 for the two
-bands sorted at a time; :class:`Rebalance` ~12 bytes; :class:`WriteShards` ~36 bytes per
-sample with ``packing="bfd"`` (the tokens wait on disk). The steps that feed a Python loop
+bands sorted at a time; :class:`Rebalance` ~12 bytes; :class:`WriteShards` ~48 bytes per
+sample with ``packing="bfd"`` (writer, sample ids and the rebalance copies; the tokens wait
+on disk). The steps that feed a Python loop
 (near dedup's MinHash, the shard writer) read the step files one row group (65,536 rows) at a
 time: a Polars streaming query feeding a slow consumer reads gigabytes ahead of it
 (pola-rs/polars#26432). Measured at 20M rows in ``benches/RESULTS.md``.
