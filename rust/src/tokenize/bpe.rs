@@ -15,7 +15,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Vocabulary and merges in id space.
 #[derive(Debug)]
@@ -32,6 +32,9 @@ pub struct Bpe {
     /// Byte-level only: multi-byte chars that start as their own token instead of their bytes,
     /// with the same result (see [`Bpe::whole_chars`]).
     whole_chars: FxHashMap<char, WholeChar>,
+    /// Byte-level only: pairs of multi-byte chars `(c1, c2)`, as `key(c1, c2)`, that some merge
+    /// joins across their boundary (see [`Bpe::for_each_part`]). Empty: no cuts.
+    joins: FxHashSet<u64>,
 }
 
 /// How a word becomes its initial symbols.
@@ -88,6 +91,48 @@ impl WholeChar {
         };
         !hit(&self.prev, prev) && !hit(&self.next, next)
     }
+}
+
+/// The first 4 bytes of `a ++ b`, given the first 4 bytes and the length of each.
+fn head(a: [u8; 4], la: usize, b: [u8; 4], lb: usize) -> [u8; 4] {
+    let (na, nb) = (la.min(4), lb.min(4));
+    let mut v = [0u8; 8];
+    v[..na].copy_from_slice(&a[..na]);
+    v[na..na + nb].copy_from_slice(&b[..nb]);
+    [v[0], v[1], v[2], v[3]]
+}
+
+/// The last 4 bytes of `a ++ b` (right-aligned), given the last 4 bytes and the length of each.
+fn tail(a: [u8; 4], la: usize, b: [u8; 4], lb: usize) -> [u8; 4] {
+    let (na, nb) = (la.min(4), lb.min(4));
+    let mut v = [0u8; 8];
+    v[8 - nb..].copy_from_slice(&b[4 - nb..]);
+    v[8 - nb - na..8 - nb].copy_from_slice(&a[4 - na..]);
+    [v[4], v[5], v[6], v[7]]
+}
+
+/// The whole char that bytes `head` (the first of `len` bytes) start with, if any.
+fn first_char(head: &[u8; 4], len: usize) -> Option<char> {
+    let n = len.min(4);
+    let w = match head[0] {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => return None,
+    };
+    (w <= n)
+        .then(|| std::str::from_utf8(&head[..w]).ok())
+        .flatten()
+        .and_then(|s| s.chars().next())
+}
+
+/// The whole char that bytes ending with `tail` (right-aligned, `len` bytes in all) end with.
+fn last_char(tail: &[u8; 4], len: usize) -> Option<char> {
+    let bytes = &tail[4 - len.min(4)..];
+    let j = bytes.iter().rposition(|&b| b & 0xC0 != 0x80)?;
+    std::str::from_utf8(&bytes[j..])
+        .ok()
+        .and_then(|s| s.chars().next())
 }
 
 /// Words of at most this many initial symbols use the scan path.
@@ -148,9 +193,99 @@ impl Bpe {
             init,
             ignore_merges_vocab,
             whole_chars: FxHashMap::default(),
+            joins: FxHashSet::default(),
         };
         bpe.whole_chars = bpe.whole_chars();
+        if bpe.ignore_merges_vocab.is_none() {
+            bpe.joins = bpe.joins();
+        }
         bpe
+    }
+
+    /// The pairs of multi-byte chars that a merge can join: `(c1, c2)` for each merge whose
+    /// left token's bytes end with the whole char `c1` and whose right token's start with the
+    /// whole char `c2`. Tracks the first and last 4 bytes of every token, in rank order.
+    fn joins(&self) -> FxHashSet<u64> {
+        let mut out = FxHashSet::default();
+        let Init::Bytes(table) = &self.init else {
+            return out;
+        };
+        if self.whole_chars.is_empty() {
+            return out;
+        }
+        let merges = self.merges_by_rank();
+        let size = merges
+            .iter()
+            .map(|m| m.1.max(m.2).max(m.3))
+            .chain(table.iter().copied())
+            .max()
+            .map_or(0, |m| m as usize + 1);
+        // (first 4 bytes, last 4 bytes, length) of each token; length 0 = unknown.
+        let mut ends = vec![([0u8; 4], [0u8; 4], 0usize); size];
+        for (b, &id) in table.iter().enumerate() {
+            #[allow(clippy::cast_possible_truncation)]
+            let b = b as u8;
+            ends[id as usize] = ([b, 0, 0, 0], [0, 0, 0, b], 1);
+        }
+        for &(_, a, b, m) in &merges {
+            let (ea, eb) = (ends[a as usize], ends[b as usize]);
+            if ea.2 == 0 || eb.2 == 0 {
+                continue;
+            }
+            if let (Some(c1), Some(c2)) = (last_char(&ea.1, ea.2), first_char(&eb.0, eb.2)) {
+                if c1.len_utf8() > 1 && c2.len_utf8() > 1 {
+                    out.insert(key(c1 as u32, c2 as u32));
+                }
+            }
+            if ends[m as usize].2 == 0 {
+                ends[m as usize] = (
+                    head(ea.0, ea.2, eb.0, eb.2),
+                    tail(ea.1, ea.2, eb.1, eb.2),
+                    ea.2 + eb.2,
+                );
+            }
+        }
+        out
+    }
+
+    /// Calls `f` with consecutive parts of `word` that merge independently: BPE of `word` is
+    /// the BPE of its parts, joined. A cut goes between two multi-byte chars that both start as
+    /// their tokens ([`Bpe::whole_chars`]) and that no merge joins ([`Bpe::joins`]): every
+    /// symbol is then a run of whole chars, and a symbol across the boundary could only come
+    /// from a merge of a left part ending with `c1` and a right part starting with `c2`. Merges
+    /// on either side never meet, and each side merges alone exactly as within the word (its
+    /// edge chars still start whole: nothing lies beyond them). A Chinese piece (a run of Han
+    /// chars up to punctuation) is mostly unique, its parts (words) are not: they hit the
+    /// caches. `word` itself when no cut applies.
+    #[inline]
+    pub fn for_each_part(&self, word: &str, mut f: impl FnMut(&str)) {
+        if self.joins.is_empty() || word.len() < 4 || word.is_ascii() {
+            f(word);
+            return;
+        }
+        let b = word.as_bytes();
+        let (mut start, mut i) = (0usize, 0usize);
+        let mut prev: Option<char> = None;
+        for c in word.chars() {
+            let w = c.len_utf8();
+            let whole = w > 1
+                && self.whole_chars.get(&c).is_some_and(|wc| {
+                    wc.allowed(i.checked_sub(1).map(|j| b[j]), b.get(i + w).copied())
+                });
+            if whole {
+                if let Some(p) = prev {
+                    if !self.joins.contains(&key(p as u32, c as u32)) {
+                        f(&word[start..i]);
+                        start = i;
+                    }
+                }
+                prev = Some(c);
+            } else {
+                prev = None;
+            }
+            i += w;
+        }
+        f(&word[start..]);
     }
 
     /// The multi-byte chars whose bytes may be replaced by their token before merging, with
@@ -652,6 +787,77 @@ mod tests {
             plain.encode(&word, &mut y, &mut s2);
             assert_eq!(x, y, "{word}");
         }
+    }
+
+    fn ignore_parts(bpe: &Bpe, w: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        bpe.for_each_part(w, |p| v.push(p.to_string()));
+        v
+    }
+
+    /// Parts merge as the whole word: cuts fall only between whole-started chars that no
+    /// merge joins, including merges whose parts end or start mid-char.
+    #[test]
+    fn parts_merge_like_the_word() {
+        let mut init = Box::new([0u32; 256]);
+        for (b, slot) in init.iter_mut().enumerate() {
+            *slot = u32::try_from(b).unwrap();
+        }
+        let bytes = |c: char| c.to_string().into_bytes();
+        let (zh, wen, zi, hao) = (bytes('中'), bytes('文'), bytes('字'), bytes('好'));
+        let b = |x: u8| u32::from(x);
+        let merges = vec![
+            (b(zh[0]), b(zh[1]), 300),
+            (300, b(zh[2]), 301), // 中
+            (b(wen[0]), b(wen[1]), 302),
+            (302, b(wen[2]), 303), // 文
+            (b(zi[0]), b(zi[1]), 304),
+            (304, b(zi[2]), 305), // 字
+            (b(hao[0]), b(hao[1]), 306),
+            (306, b(hao[2]), 307), // 好
+            (301, 303, 308),       // 中文: joins 中|文
+            (308, 305, 309),       // 中文字: joins 文|字 (left part ends with 文)
+            (305, b(hao[0]), 310), // 字 + a partial 好: no whole-char join
+            (307, b(b'a'), 311),   // 好a
+        ];
+        let bpe = Bpe::new(merges.clone(), Init::Bytes(init.clone()), None);
+        let join = |a: char, b: char| bpe.joins.contains(&key(a as u32, b as u32));
+        assert!(join('中', '文') && join('文', '字'));
+        assert!(!join('字', '好') && !join('好', '中') && !join('文', '中'));
+        let parts = |w: &str| {
+            let mut v = Vec::new();
+            bpe.for_each_part(w, |p| v.push(p.to_string()));
+            v
+        };
+        assert_eq!(parts("中文字好中"), ["中文字", "好", "中"]);
+        assert_eq!(parts("abc"), ["abc"]);
+        let alphabet: Vec<char> = "中文字好a ".chars().collect();
+        let mut s1 = Scratch::default();
+        let mut state = 5u64;
+        let mut cut = 0;
+        for _ in 0..3000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let len = (state >> 59) as usize + 1 + (state >> 57 & 3) as usize * 20;
+            let word: String = (0..len)
+                .map(|i| alphabet[((state >> (i % 50)) as usize) % alphabet.len()])
+                .collect();
+            let (mut whole, mut joined) = (Vec::new(), Vec::new());
+            bpe.encode(&word, &mut whole, &mut s1);
+            let ps = parts(&word);
+            assert_eq!(ps.concat(), word);
+            cut += ps.len() - 1;
+            for p in &ps {
+                bpe.encode(p, &mut joined, &mut s1);
+            }
+            assert_eq!(whole, joined, "{word}: {ps:?}");
+        }
+        assert!(cut > 1000, "{cut}");
+        // `ignore_merges` looks whole words up: never cut.
+        let ignore = Bpe::new(merges, Init::Bytes(init), Some(FxHashMap::default()));
+        assert!(!ignore.whole_chars.is_empty() && ignore.joins.is_empty());
+        assert_eq!(ignore_parts(&ignore, "中文字好中"), ["中文字好中"]);
     }
 
     #[test]

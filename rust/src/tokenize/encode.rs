@@ -453,20 +453,28 @@ impl EncodePlan {
         local: &mut EncLocal,
         out: &mut Out,
     ) -> bool {
-        let ids = local.ids_of(plan, hay, piece);
         let mut q = q0;
-        for &id in ids {
-            let len = self.token_bytes.get(id as usize).copied().unwrap_or(0) as usize;
-            if len == 0 {
-                return false;
+        let mut ok = true;
+        // A unique piece's parts (see `Bpe::for_each_part`) are each cached.
+        plan.bpe.for_each_part(piece, |part| {
+            if !ok {
+                return;
             }
-            let (first, last) = (map(q), map(q + len - 1));
-            out.offsets
-                .push((char_start(out.text, first), char_end(out.text, last)));
-            q += len;
-        }
-        out.ids.extend_from_slice(ids);
-        q == q0 + piece.len()
+            let ids = local.ids_of(plan, hay, part);
+            for &id in ids {
+                let len = self.token_bytes.get(id as usize).copied().unwrap_or(0) as usize;
+                if len == 0 {
+                    ok = false;
+                    return;
+                }
+                let (first, last) = (map(q), map(q + len - 1));
+                out.offsets
+                    .push((char_start(out.text, first), char_end(out.text, last)));
+                q += len;
+            }
+            out.ids.extend_from_slice(ids);
+        });
+        ok && q == q0 + piece.len()
     }
 }
 

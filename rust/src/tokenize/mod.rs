@@ -196,28 +196,31 @@ fn cached_short(local: &mut Local, key: u128, count: impl FnOnce(&mut Scratch) -
 fn count_pieces(plan: &FastPlan, split: &str, at_start: bool, local: &mut Local) -> usize {
     let mut n = 0usize;
     let (uid, fill) = (local.uid, local.fill_encode);
-    plan.for_each_piece(split, at_start, |piece| {
-        let bytes = piece.as_bytes();
-        if bytes.len() == 1 && plan.byte_level {
+    plan.for_each_piece(split, at_start, |whole| {
+        if whole.len() == 1 && plan.byte_level {
             n += 1;
             return;
         }
-        // A miss in the count caches merges through the encode cache when there is one (see
-        // `count_through_encode_cache`).
-        let merge = |scratch: &mut Scratch| {
-            if fill {
-                encode::count_through_encode_cache(uid, plan, split, piece)
+        // A unique piece's parts (see `Bpe::for_each_part`) are each cached.
+        plan.bpe.for_each_part(whole, |piece| {
+            let bytes = piece.as_bytes();
+            // A miss in the count caches merges through the encode cache when there is one
+            // (see `count_through_encode_cache`).
+            let merge = |scratch: &mut Scratch| {
+                if fill {
+                    encode::count_through_encode_cache(uid, plan, split, piece)
+                } else {
+                    plan.bpe.count(piece, scratch)
+                }
+            };
+            if bytes.len() < 16 {
+                n += cached_short(local, short_key_in(split, bytes), merge);
+            } else if bytes.len() <= MAX_CACHED_PIECE {
+                n += local.long_count(bytes, merge);
             } else {
-                plan.bpe.count(piece, scratch)
+                n += plan.bpe.count(piece, &mut local.scratch);
             }
-        };
-        if bytes.len() < 16 {
-            n += cached_short(local, short_key_in(split, bytes), merge);
-        } else if bytes.len() <= MAX_CACHED_PIECE {
-            n += local.long_count(bytes, merge);
-        } else {
-            n += plan.bpe.count(piece, &mut local.scratch);
-        }
+        });
     });
     n
 }

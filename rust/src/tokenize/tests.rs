@@ -332,9 +332,10 @@ fn shared_chinese_text_matches_reference() {
     for name in ["qwen2-bpe151k-rebuilt", "cl100k_base"] {
         let enc = Encoder::from_path(&data.join("tokenizers").join(name)).unwrap();
         for t in &lines {
-            let (ids, _) = enc.encode_offsets(t, false).unwrap();
-            let (want, _) = enc.encode_offsets_reference(t, false).unwrap();
+            let (ids, offsets) = enc.encode_offsets(t, false).unwrap();
+            let (want, want_offsets) = enc.encode_offsets_reference(t, false).unwrap();
             assert_eq!(ids, want, "{name}: {t:?}");
+            assert_eq!(offsets, want_offsets, "{name}: {t:?}");
             assert_eq!(enc.count(t, false).unwrap(), want.len(), "{name}: {t:?}");
         }
     }
