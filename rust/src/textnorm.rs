@@ -89,9 +89,12 @@ fn nfkc(text: &str, opts: NormOptions) -> std::borrow::Cow<'_, str> {
     out.map_or(Cow::Borrowed(text), Cow::Owned)
 }
 
-/// The xxh3 hash of each token of `text`, appended to `out`; `word` is scratch.
+/// The xxh3 hash of each token of `text`, appended to `out`; `word` is scratch. A run of
+/// ASCII letters and digits that is a whole word is hashed where it lies (lowercased into
+/// `word` only when it has capitals).
 pub fn token_hashes(text: &str, opts: NormOptions, word: &mut String, out: &mut Vec<u64>) {
     let text = nfkc(text, opts);
+    let bytes = text.as_bytes();
     word.clear();
     let flush = |word: &mut String, out: &mut Vec<u64>| {
         if !word.is_empty() {
@@ -99,18 +102,46 @@ pub fn token_hashes(text: &str, opts: NormOptions, word: &mut String, out: &mut 
             word.clear();
         }
     };
-    for c in text.chars() {
-        if c.is_ascii() {
-            if c.is_ascii_alphanumeric() {
-                word.push(if opts.lowercase {
-                    c.to_ascii_lowercase()
-                } else {
-                    c
-                });
-            } else {
+    let push_ascii = |word: &mut String, run: &str| {
+        if opts.lowercase {
+            word.extend(run.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            word.push_str(run);
+        }
+    };
+    let mut i = 0usize;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x80 {
+            if !b.is_ascii_alphanumeric() {
                 flush(word, out);
+                i += 1;
+                continue;
             }
-        } else if is_cjk(c) {
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            let run = &text[start..i];
+            let ends_word = bytes.get(i).is_none_or(|&n| n < 0x80);
+            if word.is_empty()
+                && ends_word
+                && !(opts.lowercase && run.bytes().any(|b| b.is_ascii_uppercase()))
+            {
+                out.push(xxh3_64_with_seed(run.as_bytes(), 0));
+            } else {
+                push_ascii(word, run);
+                if ends_word {
+                    flush(word, out);
+                }
+            }
+            continue;
+        }
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
+        i += c.len_utf8();
+        if is_cjk(c) {
             flush(word, out);
             let mut buf = [0u8; 4];
             out.push(xxh3_64_with_seed(c.encode_utf8(&mut buf).as_bytes(), 0));
@@ -131,28 +162,68 @@ pub fn token_hashes(text: &str, opts: NormOptions, word: &mut String, out: &mut 
 /// each as `opts` says).
 #[must_use]
 pub fn normalize_exact(text: &str, opts: NormOptions) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    normalize_exact_into(text, opts, &mut out);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`normalize_exact`] appended to `out` (valid UTF-8). ASCII goes byte by byte without
+/// decoding, and CJK chars skip the lowercase tables (they have no case).
+pub fn normalize_exact_into(text: &str, opts: NormOptions, out: &mut Vec<u8>) {
     let text = nfkc(text, opts);
-    let mut out = String::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let start = out.len();
     let mut pending_space = false;
-    for c in text.chars() {
+    let mut i = 0usize;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x80 {
+            i += 1;
+            if opts.fold_punctuation && b.is_ascii_punctuation() {
+                continue;
+            }
+            // `char::is_whitespace` on ASCII: tab to carriage return, and space.
+            if opts.fold_whitespace && matches!(b, b'\t'..=b'\r' | b' ') {
+                pending_space = out.len() > start;
+                continue;
+            }
+            if pending_space {
+                out.push(b' ');
+                pending_space = false;
+            }
+            out.push(if opts.lowercase {
+                b.to_ascii_lowercase()
+            } else {
+                b
+            });
+            continue;
+        }
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
+        let w = c.len_utf8();
+        let raw = &bytes[i..i + w];
+        i += w;
         if opts.fold_punctuation && is_punctuation(c) {
             continue;
         }
         if opts.fold_whitespace && c.is_whitespace() {
-            pending_space = !out.is_empty();
+            pending_space = out.len() > start;
             continue;
         }
         if pending_space {
-            out.push(' ');
+            out.push(b' ');
             pending_space = false;
         }
-        if opts.lowercase {
-            out.extend(c.to_lowercase());
+        if opts.lowercase && !is_cjk(c) {
+            let mut buf = [0u8; 4];
+            for l in c.to_lowercase() {
+                out.extend_from_slice(l.encode_utf8(&mut buf).as_bytes());
+            }
         } else {
-            out.push(c);
+            out.extend_from_slice(raw);
         }
     }
-    out
 }
 
 fn is_punctuation(c: char) -> bool {
@@ -180,10 +251,12 @@ pub fn exact_key(values: &[Option<&str>], opts: NormOptions, buf: &mut Vec<u8>) 
         match v {
             None => buf.push(0),
             Some(s) => {
-                let n = normalize_exact(s, opts);
                 buf.push(1);
-                buf.extend_from_slice(&(n.len() as u64).to_le_bytes());
-                buf.extend_from_slice(n.as_bytes());
+                let at = buf.len();
+                buf.extend_from_slice(&[0u8; 8]);
+                normalize_exact_into(s, opts, buf);
+                let n = (buf.len() - at - 8) as u64;
+                buf[at..at + 8].copy_from_slice(&n.to_le_bytes());
             }
         }
     }
@@ -269,6 +342,99 @@ mod tests {
         token_hashes("Ｈｅｌｌｏ WORLD", o, &mut String::new(), &mut a);
         token_hashes("hello, world", o, &mut String::new(), &mut b);
         assert_eq!(a, b);
+    }
+
+    /// The char-by-char forms the fast paths replace (references for the test below).
+    fn tokens_reference(text: &str, opts: NormOptions) -> Vec<u64> {
+        let text = nfkc(text, opts);
+        let (mut word, mut out) = (String::new(), Vec::new());
+        let flush = |word: &mut String, out: &mut Vec<u64>| {
+            if !word.is_empty() {
+                out.push(xxh3_64_with_seed(word.as_bytes(), 0));
+                word.clear();
+            }
+        };
+        for c in text.chars() {
+            if c.is_ascii() && !c.is_ascii_alphanumeric() {
+                flush(&mut word, &mut out);
+            } else if is_cjk(c) {
+                flush(&mut word, &mut out);
+                out.push(xxh3_64_with_seed(c.to_string().as_bytes(), 0));
+            } else if c.is_alphanumeric() {
+                if opts.lowercase {
+                    word.extend(c.to_lowercase());
+                } else {
+                    word.push(c);
+                }
+            } else {
+                flush(&mut word, &mut out);
+            }
+        }
+        flush(&mut word, &mut out);
+        out
+    }
+
+    fn exact_reference(text: &str, opts: NormOptions) -> String {
+        let text = nfkc(text, opts);
+        let mut out = String::new();
+        let mut pending_space = false;
+        for c in text.chars() {
+            if opts.fold_punctuation && is_punctuation(c) {
+                continue;
+            }
+            if opts.fold_whitespace && c.is_whitespace() {
+                pending_space = !out.is_empty();
+                continue;
+            }
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            if opts.lowercase {
+                out.extend(c.to_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fast_paths_match_char_by_char_forms() {
+        let alphabet: Vec<char> =
+            "aZ9 _.,!\t\n\u{b}\u{c}\u{1c}\u{85}\u{a0}ÉßİΣ中文。，Ｈ１\u{3000}ｶ\u{301}e-"
+                .chars()
+                .collect();
+        let mut state = 3u64;
+        let mut text = String::new();
+        for round in 0..20_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            text.clear();
+            let len = (state >> 58) as usize;
+            let mut x = state;
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                text.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            let opts = NormOptions {
+                nfkc: round % 2 == 0,
+                lowercase: round % 3 != 0,
+                fold_whitespace: round % 5 != 0,
+                fold_punctuation: round % 7 != 0,
+            };
+            let mut got = Vec::new();
+            token_hashes(&text, opts, &mut String::new(), &mut got);
+            assert_eq!(got, tokens_reference(&text, opts), "{text:?} {opts:?}");
+            assert_eq!(
+                normalize_exact(&text, opts),
+                exact_reference(&text, opts),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
