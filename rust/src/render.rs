@@ -365,21 +365,28 @@ fn is_reply(role: &str) -> bool {
 }
 
 /// Remove the markers; spans between each OPEN and the next CLOSE (byte ranges of the result).
+/// The text between markers is copied in slices found by a SIMD search for the markers' first
+/// two bytes (U+FDD0 and U+FDD1 are `EF B7 90` and `EF B7 91` in UTF-8).
 fn split_markers(raw: &str) -> (String, Vec<(usize, usize)>) {
+    let bytes = raw.as_bytes();
     let mut text = String::with_capacity(raw.len());
     let mut spans = Vec::new();
     let mut open = None;
-    for c in raw.chars() {
-        match c {
-            OPEN => open = Some(text.len()),
-            CLOSE => {
-                if let Some(a) = open.take() {
-                    spans.push((a, text.len()));
-                }
-            }
-            _ => text.push(c),
+    let mut last = 0usize;
+    for at in memchr::memmem::find_iter(bytes, b"\xEF\xB7") {
+        let third = bytes.get(at + 2).copied();
+        if at < last || !matches!(third, Some(0x90 | 0x91)) {
+            continue;
+        }
+        text.push_str(&raw[last..at]);
+        last = at + 3;
+        if third == Some(0x90) {
+            open = Some(text.len());
+        } else if let Some(a) = open.take() {
+            spans.push((a, text.len()));
         }
     }
+    text.push_str(&raw[last..]);
     (text, spans)
 }
 
@@ -515,6 +522,39 @@ pub fn render_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_markers_matches_a_char_scan() {
+        let reference = |raw: &str| {
+            let (mut text, mut spans, mut open) = (String::new(), Vec::new(), None);
+            for c in raw.chars() {
+                match c {
+                    OPEN => open = Some(text.len()),
+                    CLOSE => {
+                        if let Some(a) = open.take() {
+                            spans.push((a, text.len()));
+                        }
+                    }
+                    _ => text.push(c),
+                }
+            }
+            (text, spans)
+        };
+        let alphabet = [
+            OPEN, CLOSE, 'a', '中', '\u{FDD2}', '\u{FDC0}', '\u{FF0C}', '\u{EFB7}', ' ',
+        ];
+        let mut state = 9u64;
+        for _ in 0..5000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let len = (state >> 59) as usize;
+            let raw: String = (0..len)
+                .map(|i| alphabet[((state >> (i * 2 % 60)) % alphabet.len() as u64) as usize])
+                .collect();
+            assert_eq!(split_markers(&raw), reference(&raw), "{raw:?}");
+        }
+    }
 
     fn conv<'a>(turns: &[(&'a str, &'a str)]) -> Conversation<'a> {
         Conversation {
