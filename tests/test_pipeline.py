@@ -154,6 +154,28 @@ def test_same_shards_for_any_thread_count(demo: dict[str, Any], tmp_path: Path) 
         assert a.equals(b), name
 
 
+def test_step_file_compression_changes_no_result(demo: dict[str, Any], tmp_path: Path) -> None:
+    runs = {}
+    for codec in ("none", "lz4"):
+        cfg = {**demo, "compression": codec}
+        runs[codec] = sftfast.Pipeline.from_config(cfg).run(tmp_path / codec, quiet=True,
+                                                            report=False)
+    assert digest(tmp_path / "none" / "shards") == digest(tmp_path / "lz4" / "shards")
+    for name in ("length_filter", "exact_dedup", "near_dedup", "render"):
+        i = STEPS.index(name)
+        a = pl.read_parquet(tmp_path / "none" / f"steps/{i:02d}-{name}/dropped.parquet")
+        b = pl.read_parquet(tmp_path / "lz4" / f"steps/{i:02d}-{name}/dropped.parquet")
+        assert a.equals(b), name
+    size = {c: (tmp_path / c / "steps/00-read/rows.parquet").stat().st_size for c in runs}
+    assert size["lz4"] < 0.8 * size["none"], size
+    # Not part of the fingerprints: another codec resumes the run.
+    again = sftfast.Pipeline.from_config({**demo, "compression": "zstd"}).run(
+        tmp_path / "lz4", quiet=True, report=False)
+    assert all(st.resumed for st in again.steps)
+    with pytest.raises(sftfast.ConfigError, match="compression: expected one of"):
+        sftfast.Pipeline.from_config({**demo, "compression": "gzip"})
+
+
 def test_yaml_toml_and_python_give_one_pipeline(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

@@ -254,7 +254,7 @@ def _jsonl_parts(path: Path, out: Path) -> list[Path]:
             continue
         df = pl.read_ndjson(io.BytesIO(block), infer_schema_length=None)
         part = out / f"part-{i:05d}.parquet"
-        df.write_parquet(part, compression="lz4")
+        df.write_parquet(part, compression="uncompressed")
         parts.append(part)
     return parts
 

@@ -26,8 +26,13 @@ def _counts(frame: pl.LazyFrame | pl.DataFrame, column: str = REASON) -> dict[st
     return {str(r): int(n) for r, n in zip(df[column], df["len"]) if r is not None}
 
 
-def _sink(lf: pl.LazyFrame, path: Path) -> None:
-    lf.sink_parquet(path, engine="streaming", compression="lz4", row_group_size=BATCH_ROWS)
+# The pipeline's ``compression`` option → Polars' Parquet codec for the step files.
+CODECS = {"none": "uncompressed", "lz4": "lz4", "zstd": "zstd"}
+
+
+def _sink(lf: pl.LazyFrame, path: Path, compression: str = "none") -> None:
+    lf.sink_parquet(path, engine="streaming", compression=CODECS[compression],
+                    row_group_size=BATCH_ROWS)
 
 
 def parquet_slices(path: Path, batch_rows: int | None = None

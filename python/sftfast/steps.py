@@ -31,6 +31,7 @@ import polars as pl
 
 from sftfast._steputil import (
     BATCH_ROWS,
+    CODECS,
     ID,
     REASON,
     _bounds,
@@ -78,6 +79,7 @@ class StepContext:
     dropped: list[Path] = field(default_factory=list)
     selection: Path | None = None
     rendered: Path | None = None
+    compression: str = "none"
     _tokenizer: Tokenizer | None = None
 
     @property
@@ -222,7 +224,8 @@ class Read(Step):
         tap = _plugin("progress_tap", [pl.col("sft_row")], {}, elementwise=True)
         try:
             _sink(frame.with_row_index(ID).with_columns(pl.col(ID).cast(pl.UInt64),
-                                                        tap.alias("sft_row")), rows)
+                                                        tap.alias("sft_row")),
+                  rows, ctx.compression)
         finally:
             cleanup()
         if early.height:
@@ -296,10 +299,10 @@ class LengthFilter(Step):
         _sink(lf.select(pl.col(ID), *[e.alias(f"t_{k}") for k, e in texts.items()])
               .with_columns(*counts.values())
               .select(ID, *[f"n_{k}" for k in self.bounds], total, reason.alias(REASON)),
-              marks)
+              marks, ctx.compression)
         m = pl.scan_parquet(marks)
         _sink(m.filter(pl.col(REASON).is_not_null()).select(ID, REASON),
-              ctx.folder / "dropped.parquet")
+              ctx.folder / "dropped.parquet", ctx.compression)
         stats = m.select(pl.len().alias("n"), pl.col(REASON).is_null().sum().alias("kept"),
                          pl.col("n_total").max().alias("max")).collect().row(0, named=True)
         dropped = _counts(m)
@@ -436,14 +439,14 @@ class Rebalance(Step):
         assert sel is not None
         path = ctx.folder / "selection.parquet"
         _sink(sel.group_by(ID, maintain_order=True).agg(pl.len().cast(pl.UInt32).alias(COPIES)),
-              path)
+              path, ctx.compression)
         s = pl.scan_parquet(path)
         cat = self.params["category_column"]
         why = pl.lit("rebalance:not_selected")
         if opts.get("null_category") is None:
             why = pl.when(pl.col(cat).is_null()).then(pl.lit("null_category")).otherwise(why)
         gone = lf.select(ID, cat).join(s.select(ID), on=ID, how="anti", maintain_order="left")
-        _sink(gone.select(ID, why.alias(REASON)), ctx.folder / "dropped.parquet")
+        _sink(gone.select(ID, why.alias(REASON)), ctx.folder / "dropped.parquet", ctx.compression)
         picked = s.select(pl.len().alias("distinct"), pl.col(COPIES).sum().alias("rows")).collect()
         distinct, rows_out = int(picked["distinct"][0]), int(picked["rows"][0] or 0)
         reasons = _counts(pl.scan_parquet(ctx.folder / "dropped.parquet"))
@@ -479,12 +482,12 @@ class Render(Step):
         opts.setdefault("tools", "tools" if "tools" in names else None)
         expr = render_expr("messages", ctx.tokenizer, **opts).alias("r")
         path = ctx.folder / "rendered.parquet"
-        _sink(lf.select(ID, expr).unnest("r"), path)
+        _sink(lf.select(ID, expr).unnest("r"), path, ctx.compression)
         r = pl.scan_parquet(path)
         err = pl.col("render_error")
         _sink(r.filter(err.is_not_null()).select(
             ID, pl.concat_str(pl.lit("render_error: "), err).alias(REASON)),
-            ctx.folder / "dropped.parquet")
+            ctx.folder / "dropped.parquet", ctx.compression)
         n = r.select(pl.len().alias("n"), err.is_null().sum().alias("ok"),
                      pl.col("input_ids").list.len().sum().alias("tokens"),
                      (pl.col("labels").list.eval(pl.element() != -100).list.sum().sum()
@@ -552,7 +555,8 @@ class WriteShards(Step):
         all_ids = pl.concat(ids) if ids else pl.Series(ID, [], pl.UInt64)
         all_ids.to_frame().with_row_index("sample_id").with_columns(
             pl.col("sample_id").cast(pl.UInt64)).write_parquet(
-            ctx.folder / "samples.parquet", compression="lz4", row_group_size=BATCH_ROWS)
+            ctx.folder / "samples.parquet", compression=CODECS[ctx.compression],
+            row_group_size=BATCH_ROWS)
         pk = m.packing
         dropped = {"overlong:dropped": pk.dropped} if pk.dropped else {}
         report = {"seq_len": m.seq_len, "samples": m.samples, "rows": m.rows,
