@@ -14,6 +14,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sftfast import ConfigError, InputError, SchemaError
 from sftfast.reader import ReadResult, read
 
@@ -232,6 +234,61 @@ def test_jsonl_rows_are_physical_lines(tmp_path: Path) -> None:
     assert json.loads(res.rejects["raw"][2]) == {"question": "q7", "answer": None}
     with pytest.raises(InputError, match=r"mixed.jsonl: row 2 \(line 3\): invalid_json"):
         read(path, strict=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30),
+       final_newline=st.booleans(), size=st.integers(1, 64))
+def test_jsonl_blocks_end_at_newlines_and_cover_the_file(lines: list[bytes],
+                                                         final_newline: bool, size: int) -> None:
+    import tempfile
+
+    from sftfast._formats import _blocks
+
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "f.jsonl"
+        path.write_bytes(data)
+        blocks = list(_blocks(path, size))
+    assert b"".join(b for _, b in blocks) == data
+    offset = 0
+    for at, b in blocks:
+        assert at == offset and b
+        assert b.endswith(b"\n") or at + len(b) == len(data)
+        offset += len(b)
+
+
+def test_jsonl_in_many_blocks_reads_like_one(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big JSON Lines are parsed in blocks whose schemas may differ (a field that appears late,
+    an int that becomes a float); the rows, rejects and schema equal a one-block read."""
+    from sftfast import _formats
+
+    rows = []
+    for i in range(300):
+        r: Row = {"messages": msgs(("user", f"q{i}"), ("assistant", "a" * (i % 7)))}
+        if i > 250:
+            r["system"] = "be brief"
+            r["score"] = i / 2
+        elif i % 3 == 0:
+            r["score"] = i
+        rows.append(json.dumps(r, ensure_ascii=False))
+    rows[17] = "{broken"
+    rows[120] = ""
+    rows[121] = "[1, 2]"
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(rows) + "\n", "utf-8")
+    one = read(path)
+    monkeypatch.setattr(_formats, "JSONL_CHUNK", 700)
+    many = read(path)
+    assert many.frame.collect().equals(one.frame.collect())
+    assert many.rejects.equals(one.rejects)
+    assert many.stats == one.stats
+    df = many.frame.collect()
+    kept = [i for i in range(300) if i not in (17, 120, 121) and i % 7]
+    assert df["sft_row"].to_list() == kept
+    assert df["system"].null_count() == len([i for i in kept if i <= 250])
+    assert df.schema["score"] == pl.Float64
 
 
 def test_many_files_globs_and_folders(tmp_path: Path) -> None:

@@ -221,29 +221,34 @@ def _json_array(path: Path, shown: Path) -> Raw:
     return Raw("json", schema, lambda _: frame, rejects)
 
 
-JSONL_CHUNK = 64 << 20  # bytes of JSON Lines parsed at a time (bounds memory)
+# Bytes of JSON Lines parsed at a time (bounds memory). Blocks below glibc's 32 MB mmap ceiling
+# reuse freed heap memory: 64 MB blocks cost ~2x the page faults (0.7 vs 0.4 system CPU-s per
+# 157 MB of input) for the same user time.
+JSONL_CHUNK = 16 << 20
 
 
 def _blocks(path: Path, size: int = JSONL_CHUNK) -> Iterator[tuple[int, bytes]]:
     """``(offset, bytes)`` blocks of ``path`` that end at a newline (or the end of the file),
     read with plain reads so that memory stays one block (a memory map would count the whole
-    file as resident)."""
-    offset, carry = 0, b""
+    file as resident). Each read starts where the last block ended: a block is copied once."""
+    offset = 0
     with path.open("rb") as fh:
         while True:
+            fh.seek(offset)
             data = fh.read(size)
-            if not data:
-                break
-            buf = carry + data
-            cut = buf.rfind(b"\n") + 1
-            if cut == 0:
-                carry = buf
-                continue
-            yield offset, buf[:cut]
+            if len(data) < size:  # the rest of the file (or nothing)
+                if data:
+                    yield offset, data
+                return
+            cut = data.rfind(b"\n") + 1
+            while cut == 0:  # a line longer than a block: read on to its end
+                more = fh.read(size)
+                nl = more.find(b"\n")
+                cut = len(data) + nl + 1 if nl >= 0 else (0 if more else len(data) + 1)
+                data += more
+            cut = min(cut, len(data))
+            yield offset, data if cut == len(data) else data[:cut]
             offset += cut
-            carry = buf[cut:]
-    if carry:
-        yield offset, carry
 
 
 def _jsonl_parts(path: Path, out: Path) -> list[Path]:

@@ -267,8 +267,17 @@ class Normalized:
 
     frame: pl.LazyFrame
     output: list[pl.Expr]
-    raw: pl.Expr
+    raw_struct: pl.Expr | None
     detail: pl.Expr
+
+    def raw(self, where: pl.Expr | None = None) -> pl.Expr:
+        """The row as JSON text (its original fields), on the rows ``where`` holds (else
+        null). Nulling the struct before encoding keeps the JSON writer off the other rows: it
+        is ~40% of a streaming read's time when every row is encoded."""
+        if self.raw_struct is None:
+            return pl.lit(None, pl.String)
+        s = self.raw_struct if where is None else pl.when(where).then(self.raw_struct)
+        return s.struct.json_encode()
 
 
 REASON, DETAIL = "__sft_reason", "__sft_detail"
@@ -344,7 +353,7 @@ def normalize(
         pl.col(ROW),
         *[pl.col(c).alias(f"{c}_orig" if c in CANONICAL else c) for c in extras],
     ]
-    raw = pl.struct(originals).struct.json_encode() if originals else pl.lit(None, pl.String)
+    raw = pl.struct(originals) if originals else None
     role_reason = pl.col(REASON).is_in(["unknown_role", "no_assistant_turn", "wrong_role_order"])
     detail = pl.when(role_reason).then(pl.col("__sft_names").list.join(","))
     return Normalized(lf, output, raw, detail)

@@ -366,7 +366,7 @@ def scan_marked(
         frames.append(f.norm.frame.select(
             *f.norm.output, pl.col(REASON).alias("sft_drop_reason"),
             f.norm.detail.alias("sft_drop_detail"),
-            pl.when(bad).then(f.norm.raw).alias("sft_raw")))
+            f.norm.raw(bad).alias("sft_raw")))
     early = [f.early.select(pl.lit(f.source).alias("source"), pl.all()) for f in opened]
     frame = (pl.concat(frames, how="diagonal_relaxed") if frames
              else pl.LazyFrame(schema=_OUTPUT))
@@ -413,7 +413,7 @@ def _read(
                 pl.col(ROW).alias("row"),
                 reason.alias("reason"),
                 norm.detail.alias("detail"),
-                norm.raw.alias("raw"),
+                norm.raw().alias("raw"),
             )
         )
         queries.append(norm.frame.select(pl.len().cast(pl.Int64).alias("n")))
