@@ -67,26 +67,52 @@ fn nfkc_fullwidth(c: char) -> Option<char> {
 }
 
 /// `text` after NFKC when asked (borrowed when nothing changes). Typical English and Chinese
-/// text (ASCII, ideographs, CJK and full-width punctuation) takes a one-pass fast path; any
-/// other char sends the whole text through the full algorithm.
+/// text (ASCII, ideographs, CJK and full-width punctuation) takes a one-pass fast path that
+/// skips ASCII bytes and copies unchanged spans whole; any other char sends the whole text
+/// through the full algorithm.
 fn nfkc(text: &str, opts: NormOptions) -> std::borrow::Cow<'_, str> {
     use std::borrow::Cow;
     if !opts.nfkc || text.is_ascii() {
         return Cow::Borrowed(text);
     }
+    let bytes = text.as_bytes();
     let mut out: Option<String> = None;
-    for (i, c) in text.char_indices() {
-        if nfkc_inert(c) {
-            if let Some(o) = &mut out {
-                o.push(c);
-            }
-        } else if let Some(m) = nfkc_fullwidth(c) {
-            out.get_or_insert_with(|| text[..i].to_string()).push(m);
-        } else {
-            return Cow::Owned(text.nfkc().map(|(c, _)| c).collect());
+    // `text[copied..i]` is unchanged and not yet in `out`.
+    let (mut i, mut copied) = (0usize, 0usize);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x80 {
+            i += 1;
+            continue;
         }
+        if is_han_lead(b) {
+            i += 3;
+            continue;
+        }
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
+        let w = c.len_utf8();
+        if nfkc_inert(c) {
+            i += w;
+            continue;
+        }
+        let Some(m) = nfkc_fullwidth(c) else {
+            return Cow::Owned(text.nfkc().map(|(c, _)| c).collect());
+        };
+        let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        o.push_str(&text[copied..i]);
+        o.push(m);
+        i += w;
+        copied = i;
     }
-    out.map_or(Cow::Borrowed(text), Cow::Owned)
+    match out {
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            Cow::Owned(o)
+        }
+        None => Cow::Borrowed(text),
+    }
 }
 
 /// The xxh3 hash of each token of `text`, appended to `out`; `word` is scratch. A run of
@@ -163,13 +189,47 @@ pub fn token_hashes(text: &str, opts: NormOptions, word: &mut String, out: &mut 
 #[must_use]
 pub fn normalize_exact(text: &str, opts: NormOptions) -> String {
     let mut out = Vec::with_capacity(text.len());
-    normalize_exact_into(text, opts, &mut out);
+    normalize_exact_into(text, opts, &ExactStops::new(opts), &mut out);
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// [`normalize_exact`] appended to `out` (valid UTF-8). ASCII goes byte by byte without
-/// decoding, and CJK chars skip the lowercase tables (they have no case).
-pub fn normalize_exact_into(text: &str, opts: NormOptions, out: &mut Vec<u8>) {
+/// The ASCII bytes that end a run copied as it is by [`normalize_exact_into`]: whitespace and
+/// punctuation when folded, and every non-ASCII byte.
+pub struct ExactStops([bool; 256]);
+
+impl ExactStops {
+    /// The table for `opts`.
+    #[must_use]
+    pub fn new(opts: NormOptions) -> Self {
+        let mut t = [false; 256];
+        for (b, stop) in t.iter_mut().enumerate() {
+            #[allow(clippy::cast_possible_truncation)]
+            let b = b as u8;
+            *stop = b >= 0x80
+                || (opts.fold_whitespace && is_ascii_space(b))
+                || (opts.fold_punctuation && b.is_ascii_punctuation());
+        }
+        ExactStops(t)
+    }
+}
+
+/// A UTF-8 lead byte `E5..=E9`: a char of U+5000..=U+9FFF, all CJK unified ideographs (3 bytes;
+/// NFKC-inert, no case, letters).
+#[inline]
+fn is_han_lead(b: u8) -> bool {
+    (0xE5..=0xE9).contains(&b)
+}
+
+/// `char::is_whitespace` on ASCII: tab to carriage return, and space.
+#[inline]
+fn is_ascii_space(b: u8) -> bool {
+    matches!(b, b'\t'..=b'\r' | b' ')
+}
+
+/// [`normalize_exact`] appended to `out` (valid UTF-8); `stops` is `ExactStops::new(opts)`.
+/// ASCII text is copied in runs (a single space between kept bytes included) up to the next
+/// other whitespace (or punctuation, when folded) and lowercased in place; CJK chars skip the lowercase tables (they have no case).
+pub fn normalize_exact_into(text: &str, opts: NormOptions, stops: &ExactStops, out: &mut Vec<u8>) {
     let text = nfkc(text, opts);
     let bytes = text.as_bytes();
     let start = out.len();
@@ -178,24 +238,52 @@ pub fn normalize_exact_into(text: &str, opts: NormOptions, out: &mut Vec<u8>) {
     while i < bytes.len() {
         let b = bytes[i];
         if b < 0x80 {
-            i += 1;
-            if opts.fold_punctuation && b.is_ascii_punctuation() {
+            if opts.fold_whitespace && is_ascii_space(b) {
+                pending_space = out.len() > start;
+                i += 1;
                 continue;
             }
-            // `char::is_whitespace` on ASCII: tab to carriage return, and space.
-            if opts.fold_whitespace && matches!(b, b'\t'..=b'\r' | b' ') {
-                pending_space = out.len() > start;
+            if opts.fold_punctuation && b.is_ascii_punctuation() {
+                i += 1;
                 continue;
+            }
+            let from = i;
+            i += 1;
+            // A single space between two kept bytes stays as it is: part of the run.
+            while i < bytes.len() {
+                if !stops.0[usize::from(bytes[i])] {
+                    i += 1;
+                } else if bytes[i] == b' '
+                    && bytes.get(i + 1).is_some_and(|&n| !stops.0[usize::from(n)])
+                {
+                    i += 2;
+                } else {
+                    break;
+                }
             }
             if pending_space {
                 out.push(b' ');
                 pending_space = false;
             }
-            out.push(if opts.lowercase {
-                b.to_ascii_lowercase()
-            } else {
-                b
-            });
+            let at = out.len();
+            out.extend_from_slice(&bytes[from..i]);
+            if opts.lowercase {
+                out[at..].make_ascii_lowercase();
+            }
+            continue;
+        }
+        if is_han_lead(b) {
+            // A run of U+5000..U+9FFF ideographs: no case, not space nor punctuation.
+            let from = i;
+            i += 3;
+            while i < bytes.len() && is_han_lead(bytes[i]) {
+                i += 3;
+            }
+            if pending_space {
+                out.push(b' ');
+                pending_space = false;
+            }
+            out.extend_from_slice(&bytes[from..i]);
             continue;
         }
         let Some(c) = text[i..].chars().next() else {
@@ -246,6 +334,17 @@ fn is_punctuation(c: char) -> bool {
 /// each prefixed with a tag and its length; `bits = 64` keeps the low half.
 #[must_use]
 pub fn exact_key(values: &[Option<&str>], opts: NormOptions, buf: &mut Vec<u8>) -> u128 {
+    exact_key_with(values, opts, &ExactStops::new(opts), buf)
+}
+
+/// [`exact_key`] with the stop table built once.
+#[must_use]
+pub fn exact_key_with(
+    values: &[Option<&str>],
+    opts: NormOptions,
+    stops: &ExactStops,
+    buf: &mut Vec<u8>,
+) -> u128 {
     buf.clear();
     for v in values {
         match v {
@@ -254,7 +353,7 @@ pub fn exact_key(values: &[Option<&str>], opts: NormOptions, buf: &mut Vec<u8>) 
                 buf.push(1);
                 let at = buf.len();
                 buf.extend_from_slice(&[0u8; 8]);
-                normalize_exact_into(s, opts, buf);
+                normalize_exact_into(s, opts, stops, buf);
                 let n = (buf.len() - at - 8) as u64;
                 buf[at..at + 8].copy_from_slice(&n.to_le_bytes());
             }
@@ -273,6 +372,7 @@ pub fn exact_keys(
     opts: NormOptions,
 ) -> crate::Result<Vec<u128>> {
     use rayon::prelude::*;
+    let stops = ExactStops::new(opts);
     let run = || {
         (0..rows)
             .into_par_iter()
@@ -281,7 +381,7 @@ pub fn exact_keys(
                 |(buf, vals): &mut (Vec<u8>, Vec<Option<&str>>), r| {
                     vals.clear();
                     vals.extend(columns.iter().map(|c| c[r]));
-                    exact_key(vals, opts, buf)
+                    exact_key_with(vals, opts, &stops, buf)
                 },
             )
             .collect()
@@ -317,6 +417,12 @@ mod tests {
             }
             if let Some(m) = nfkc_fullwidth(c) {
                 assert_eq!(full(&c.to_string()), m.to_string(), "{c:?}");
+            }
+            let mut buf = [0u8; 4];
+            if is_han_lead(c.encode_utf8(&mut buf).as_bytes()[0]) {
+                assert!(c.len_utf8() == 3 && nfkc_inert(c) && is_cjk(c), "{c:?}");
+                assert!(!c.is_whitespace() && !is_punctuation(c), "{c:?}");
+                assert!(c.to_lowercase().eq([c]), "{c:?}");
             }
         }
         let o = NormOptions::default();
@@ -401,10 +507,12 @@ mod tests {
 
     #[test]
     fn fast_paths_match_char_by_char_forms() {
-        let alphabet: Vec<char> =
+        let all: Vec<char> =
             "aZ9 _.,!\t\n\u{b}\u{c}\u{1c}\u{85}\u{a0}ÉßİΣ中文。，Ｈ１\u{3000}ｶ\u{301}e-"
                 .chars()
                 .collect();
+        // Without the chars that need the full NFKC: the fast path's own mappings.
+        let common: Vec<char> = "aZ9 ,.!\n中文。，Ｈ１\u{3000}".chars().collect();
         let mut state = 3u64;
         let mut text = String::new();
         for round in 0..20_000 {
@@ -412,6 +520,7 @@ mod tests {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1);
             text.clear();
+            let alphabet = if round % 2 == 0 { &all } else { &common };
             let len = (state >> 58) as usize;
             let mut x = state;
             for _ in 0..len {
@@ -421,11 +530,15 @@ mod tests {
                 text.push(alphabet[(x % alphabet.len() as u64) as usize]);
             }
             let opts = NormOptions {
-                nfkc: round % 2 == 0,
+                nfkc: round % 4 < 3,
                 lowercase: round % 3 != 0,
                 fold_whitespace: round % 5 != 0,
                 fold_punctuation: round % 7 != 0,
             };
+            if opts.nfkc {
+                let full: String = text.nfkc().map(|(c, _)| c).collect();
+                assert_eq!(nfkc(&text, opts), full, "{text:?}");
+            }
             let mut got = Vec::new();
             token_hashes(&text, opts, &mut String::new(), &mut got);
             assert_eq!(got, tokens_reference(&text, opts), "{text:?} {opts:?}");
