@@ -258,6 +258,67 @@ def test_jsonl_blocks_end_at_newlines_and_cover_the_file(lines: list[bytes],
         offset += len(b)
 
 
+def _unordered(dt: pl.DataType) -> Any:
+    """A type with struct fields as a name → type mapping (Polars orders them by hash)."""
+    if isinstance(dt, pl.Struct):
+        return {f.name: _unordered(f.dtype) for f in dt.fields}
+    if isinstance(dt, pl.List):
+        return ("list", _unordered(dt.inner))
+    return dt
+
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+                  st.floats(allow_nan=False, allow_infinity=False, width=64), st.text(max_size=5))
+_turn = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"])},
+                              optional={"content": st.one_of(st.none(), st.text(max_size=5)),
+                                        "n": st.integers(0, 9)})
+_value = st.one_of(_leaf, st.lists(_turn, max_size=3), st.lists(st.integers(0, 9), max_size=3),
+                   st.fixed_dictionaries({}, optional={"x": st.integers(0, 9), "y": st.text()}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.dictionaries(st.sampled_from(["a", "b", "m", "k"]), _value, min_size=1),
+                     min_size=1, max_size=8))
+def test_scanned_jsonl_schema_is_polars_schema(rows: list[Row]) -> None:
+    """Where the Rust scan names a schema, it is the one Polars infers (fields in first-seen
+    order rather than Polars' hash order), and parsing with it gives the same rows."""
+    import tempfile
+
+    from sftfast import _native
+    from sftfast._formats import _polars_type
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "rows.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", "utf-8")
+        jtype = _native.scan_jsonl(str(path))[4]
+        try:
+            want = pl.read_ndjson(path, infer_schema_length=None)
+        except pl.exceptions.PolarsError:
+            assert jtype is None
+            return
+        if jtype is None:
+            return
+        schema = pl.Schema(_polars_type(jtype).to_schema())
+        assert {k: _unordered(v) for k, v in schema.items()} == {
+            k: _unordered(v) for k, v in want.schema.items()}
+        got = pl.read_ndjson(path, schema=schema)
+        assert got.select(want.columns).to_dicts() == want.to_dicts()
+
+
+def test_scanned_jsonl_schema_orders_fields_by_first_appearance(tmp_path: Path) -> None:
+    from sftfast import _native
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"c": 1, "m": [{"role": "u", "content": "x"}]}\n{"b": 2.5, "c": 2.5}\n'
+                    '{"a": null, "m": [{"content": "y", "name": "z"}]}\n', "utf-8")
+    jtype = _native.scan_jsonl(str(path))[4]
+    msg = ("struct", [("role", ("str",)), ("content", ("str",)), ("name", ("str",))])
+    assert jtype == ("struct", [("c", ("f64",)), ("m", ("list", msg)), ("b", ("f64",)),
+                                ("a", ("null",))])
+    path.write_text('{"a": 1}\n{"a": "1"}\n', "utf-8")  # Polars makes that a string: not ours
+    assert _native.scan_jsonl(str(path))[4] is None
+
+
 def test_jsonl_in_many_blocks_reads_like_one(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Big JSON Lines are parsed in blocks whose schemas may differ (a field that appears late,

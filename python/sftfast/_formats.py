@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -251,6 +252,44 @@ def _blocks(path: Path, size: int = JSONL_CHUNK) -> Iterator[tuple[int, bytes]]:
             offset += cut
 
 
+def _polars_type(t: tuple[Any, ...]) -> pl.DataType:
+    """The Polars type of a type from :func:`_native.scan_jsonl` (nested tuples)."""
+    kind = t[0]
+    if kind == "list":
+        return pl.List(_polars_type(t[1]))
+    if kind == "struct":
+        return pl.Struct([pl.Field(name, _polars_type(x)) for name, x in t[1]])
+    return {"null": pl.Null(), "bool": pl.Boolean(), "i64": pl.Int64(), "f64": pl.Float64(),
+            "str": pl.String()}[kind]
+
+
+def _jsonl_stream(path: Path, schema: pl.Schema) -> pl.LazyFrame:
+    """``path`` parsed block by block as a query pulls them (memory: one block), with the schema
+    the Rust scan inferred (Polars' own rules, see ``rust/src/jsontype.rs``): each block is
+    parsed once, with no inference pass and no temporary files."""
+    from polars.io.plugins import register_io_source
+
+    def source(with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
+               _batch_size: int | None) -> Iterator[pl.DataFrame]:
+        left = n_rows
+        for _, block in _blocks(path):
+            if left is not None and left <= 0:
+                return
+            if block.isspace():
+                continue
+            df = pl.read_ndjson(block, schema=schema)
+            if with_columns is not None:  # (no columns: `drop` keeps the height, `select` not)
+                df = df.select(with_columns) if with_columns else df.drop(df.columns)
+            if predicate is not None:
+                df = df.filter(predicate)
+            if left is not None:
+                df = df.head(left)
+                left -= df.height
+            yield df
+
+    return register_io_source(source, schema=schema)
+
+
 def _jsonl_parts(path: Path, out: Path) -> list[Path]:
     """Parse ``path`` block by block into Parquet parts in ``out`` (bounded memory)."""
     parts = []
@@ -267,7 +306,7 @@ def _jsonl_parts(path: Path, out: Path) -> list[Path]:
 def _jsonl(path: Path, shown: Path, workdir: Callable[[], Path]) -> Raw:
     if path.stat().st_size == 0:
         return Raw("jsonl", pl.Schema({ROW: pl.Int64}), lambda _: _empty(), _rejects([], ""))
-    bad, blank, odd, total = _native.scan_jsonl(str(path))
+    bad, blank, odd, total, jtype = _native.scan_jsonl(str(path))
     not_object = [line - 1 for line in odd]
     rejects = pl.concat(
         [
@@ -292,8 +331,14 @@ def _jsonl(path: Path, shown: Path, workdir: Callable[[], Path]) -> Raw:
         _native.scan_jsonl(str(path), str(clean))
     if total - len(skipped) <= 0:
         return Raw("jsonl", pl.Schema({ROW: pl.Int64}), lambda _: _empty(), rejects)
+    # The scan's schema (when the rows have one without coercions) has the columns and struct
+    # fields in order of first appearance; Polars' own inference orders them by hash.
+    known = None if jtype is None else pl.Schema(_polars_type(jtype).to_schema())
     if clean.stat().st_size <= JSONL_CHUNK:
-        lf = pl.scan_ndjson(clean, infer_schema_length=None)
+        lf = (pl.scan_ndjson(clean, infer_schema_length=None) if known is None
+              else pl.scan_ndjson(clean, schema=known))
+    elif known is not None:  # large: parse blocks as the query pulls them
+        lf = _jsonl_stream(clean, known)
     else:  # large: parse in blocks into Parquet parts, so memory stays bounded
         folder = workdir() / f"{len(list(workdir().iterdir()))}-parts-{path.name}"
         folder.mkdir()

@@ -1,5 +1,7 @@
 """Type stubs for the compiled extension (rust/src/python)."""
 
+from typing import Any
+
 import polars as pl
 
 __version__: str
@@ -20,7 +22,7 @@ def split_jsonl(path: str, good_out: str | None = None) -> list[tuple[int, str]]
 def count_lines(path: str) -> int: ...
 def scan_jsonl(
     path: str, good_out: str | None = None
-) -> tuple[list[tuple[int, str]], list[int], list[int], int]: ...
+) -> tuple[list[tuple[int, str]], list[int], list[int], int, tuple[Any, ...] | None]: ...
 
 class RebalancePlan:
     def table(self) -> pl.DataFrame: ...

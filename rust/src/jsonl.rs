@@ -13,6 +13,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::error::{Result, SftError};
+use crate::jsontype::{infer_line, JType};
 use crate::parallel;
 
 /// A line that is not one JSON value.
@@ -35,7 +36,7 @@ fn check(line: &[u8]) -> Option<String> {
 }
 
 /// What one pass over a JSON Lines file found (line numbers 1-based, in order).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JsonlScan {
     /// Lines that are not one JSON value.
     pub bad: Vec<BadLine>,
@@ -45,6 +46,8 @@ pub struct JsonlScan {
     pub not_object: Vec<usize>,
     /// Lines in the file (a last line without `\n` counts).
     pub lines: usize,
+    /// The type of the object lines (see [`crate::jsontype`]).
+    pub schema: JType,
 }
 
 enum Verdict {
@@ -54,15 +57,49 @@ enum Verdict {
     Bad(String),
 }
 
-fn verdict(l: &[u8]) -> Verdict {
-    match l.iter().position(|b| !b.is_ascii_whitespace()) {
-        None => Verdict::Blank,
-        Some(i) => match check(l) {
-            Some(reason) => Verdict::Bad(reason),
-            None if l[i] == b'{' => Verdict::Object,
-            None => Verdict::NotObject,
-        },
+/// The verdict on one line; an object line also widens `t` (`true` when a bad object line
+/// may have widened it before its error).
+fn verdict(l: &[u8], t: &mut JType) -> (Verdict, bool) {
+    let Some(i) = l.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return (Verdict::Blank, false);
+    };
+    if l[i] != b'{' {
+        return match check(l) {
+            Some(reason) => (Verdict::Bad(reason), false),
+            None => (Verdict::NotObject, false),
+        };
     }
+    if std::str::from_utf8(l).is_err() {
+        return (Verdict::Bad("invalid_utf8".into()), false);
+    }
+    match infer_line(l, t) {
+        Ok(()) => (Verdict::Object, false),
+        Err(e) => (Verdict::Bad(format!("invalid_json: {e}")), true),
+    }
+}
+
+/// Verdicts on a run of lines and the type of its object lines.
+fn verdicts(lines: &[Vec<u8>]) -> (Vec<Verdict>, JType) {
+    let mut t = JType::Null;
+    let mut dirty = false;
+    let v: Vec<Verdict> = lines
+        .iter()
+        .map(|l| {
+            let (v, d) = verdict(l, &mut t);
+            dirty |= d;
+            v
+        })
+        .collect();
+    if dirty {
+        // Again over the good object lines only.
+        t = JType::Null;
+        for (l, v) in lines.iter().zip(&v) {
+            if matches!(v, Verdict::Object) {
+                let _ = infer_line(l, &mut t);
+            }
+        }
+    }
+    (v, t)
 }
 
 /// Scan `path`; write the valid non-blank lines to `good_out` (when given) and return the bad
@@ -91,7 +128,13 @@ pub fn scan_jsonl(path: &Path, good_out: Option<&Path>, objects_only: bool) -> R
         }
         None => None,
     };
-    let mut scan = JsonlScan::default();
+    let mut scan = JsonlScan {
+        bad: Vec::new(),
+        blank: Vec::new(),
+        not_object: Vec::new(),
+        lines: 0,
+        schema: JType::Null,
+    };
     loop {
         let mut block: Vec<Vec<u8>> = Vec::with_capacity(BLOCK);
         for _ in 0..BLOCK {
@@ -111,9 +154,14 @@ pub fn scan_jsonl(path: &Path, good_out: Option<&Path>, objects_only: bool) -> R
             break;
         }
         parallel::check_cancel()?;
-        let verdicts: Vec<Verdict> =
-            parallel::install(|| block.par_iter().map(|l| verdict(l)).collect())?;
-        for (l, v) in block.iter().zip(verdicts) {
+        let parts: Vec<(Vec<Verdict>, JType)> =
+            parallel::install(|| block.par_chunks(512).map(verdicts).collect())?;
+        let mut all = Vec::with_capacity(block.len());
+        for (v, t) in parts {
+            all.extend(v);
+            scan.schema.merge(t);
+        }
+        for (l, v) in block.iter().zip(all) {
             scan.lines += 1;
             let keep = match v {
                 Verdict::Bad(reason) => {
@@ -199,7 +247,7 @@ mod tests {
         let src = dir.join("in.jsonl");
         std::fs::write(
             &src,
-            b"{\"a\": 1}\n \t\n[1, 2]\n{bad\n  {\"b\": 2}\r\nnull\n\n\"x\"",
+            b"{\"a\": 1}\n \t\n[1, 2]\n{\"c\": \"x\", bad\n  {\"b\": 2}\r\nnull\n\n\"x\"",
         )
         .unwrap();
         let out = dir.join("out.jsonl");
@@ -208,6 +256,9 @@ mod tests {
         assert_eq!(scan.blank, vec![2, 7]);
         assert_eq!(scan.not_object, vec![3, 6, 8]);
         assert_eq!(scan.bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![4]);
+        // `{bad` starts like an object: what it showed before failing does not count.
+        let int = |n: &str| (n.to_string(), JType::Int);
+        assert_eq!(scan.schema, JType::Struct(vec![int("a"), int("b")]));
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "{\"a\": 1}\n  {\"b\": 2}\n"

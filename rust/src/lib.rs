@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod demo;
 pub mod error;
 pub mod jsonl;
+pub mod jsontype;
 pub mod length_filter;
 pub mod lsh;
 pub mod minhash;

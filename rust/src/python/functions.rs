@@ -209,20 +209,58 @@ pub(crate) fn split_jsonl(
 }
 
 /// One pass over a JSON Lines file: `(bad (line, reason), blank lines, non-object lines, line
-/// count)`; the object lines go to `good_out` if given.
+/// count, schema)`; the object lines go to `good_out` if given. The schema (of the object lines,
+/// see `crate::jsontype`) is nested tuples (`("str",)`, `("list", inner)`, `("struct", [(name,
+/// type), ...])`, also `null`, `bool`, `i64`, `f64`), or `None` where Polars should infer it.
 #[pyfunction]
 #[pyo3(signature = (path, good_out=None))]
 #[allow(clippy::type_complexity)]
-pub(crate) fn scan_jsonl(
-    py: Python<'_>,
+pub(crate) fn scan_jsonl<'py>(
+    py: Python<'py>,
     path: PathBuf,
     good_out: Option<PathBuf>,
-) -> PyResult<(Vec<(usize, String)>, Vec<usize>, Vec<usize>, usize)> {
-    run_detached(py, move || {
-        let s = crate::jsonl::scan_jsonl(&path, good_out.as_deref(), true)?;
-        let bad = s.bad.into_iter().map(|b| (b.line, b.reason)).collect();
-        Ok((bad, s.blank, s.not_object, s.lines))
-    })
+) -> PyResult<(
+    Vec<(usize, String)>,
+    Vec<usize>,
+    Vec<usize>,
+    usize,
+    Option<Bound<'py, PyAny>>,
+)> {
+    let s = run_detached(py, move || {
+        crate::jsonl::scan_jsonl(&path, good_out.as_deref(), true)
+    })?;
+    let bad = s.bad.into_iter().map(|b| (b.line, b.reason)).collect();
+    let schema = if s.schema.is_plain() {
+        Some(jtype_to_py(py, &s.schema)?)
+    } else {
+        None
+    };
+    Ok((bad, s.blank, s.not_object, s.lines, schema))
+}
+
+fn jtype_to_py<'py>(py: Python<'py>, t: &crate::jsontype::JType) -> PyResult<Bound<'py, PyAny>> {
+    use crate::jsontype::JType;
+    let leaf = |name: &str| (name,).into_pyobject(py).map(Bound::into_any);
+    match t {
+        JType::Null => leaf("null"),
+        JType::Bool => leaf("bool"),
+        JType::Int => leaf("i64"),
+        JType::Float => leaf("f64"),
+        JType::Str => leaf("str"),
+        JType::List(inner) => ("list", jtype_to_py(py, inner)?)
+            .into_pyobject(py)
+            .map(Bound::into_any),
+        JType::Struct(fields) => {
+            let v = fields
+                .iter()
+                .map(|(n, t)| Ok((n.as_str(), jtype_to_py(py, t)?)))
+                .collect::<PyResult<Vec<_>>>()?;
+            ("struct", v).into_pyobject(py).map(Bound::into_any)
+        }
+        JType::Mixed => Err(pyo3::exceptions::PyValueError::new_err(
+            "a mixed JSON type has no Polars type",
+        )),
+    }
 }
 
 /// Number of lines in a file.
