@@ -327,6 +327,7 @@ def test_steps_read_in_batches_with_the_same_results(demo: dict[str, Any], tmp_p
 
     whole = sftfast.Pipeline.from_config(demo).run(tmp_path / "whole", quiet=True)
     monkeypatch.setattr(su, "BATCH_ROWS", 333)
+    monkeypatch.setattr(su, "ROW_GROUP_ROWS", 111)
     small = sftfast.Pipeline.from_config(demo).run(tmp_path / "small", quiet=True)
     assert [s.dropped for s in small.steps] == [s.dropped for s in whole.steps]
     assert digest(small.shards) == digest(whole.shards)
@@ -367,6 +368,7 @@ def test_near_dedup_step_keeps_by_score_and_window_packing_in_batches(
             step["write_shards"].update(packing="window", window=50)
     whole = sftfast.Pipeline.from_config(cfg).run(tmp_path / "whole", quiet=True)
     monkeypatch.setattr(su, "BATCH_ROWS", 257)
+    monkeypatch.setattr(su, "ROW_GROUP_ROWS", 257)
     small = sftfast.Pipeline.from_config(cfg).run(tmp_path / "small", quiet=True)
     assert digest(small.shards) == digest(whole.shards)
     assert [s.dropped for s in small.steps] == [s.dropped for s in whole.steps]

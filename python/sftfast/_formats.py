@@ -270,8 +270,9 @@ def _jsonl_stream(path: Path, schema: pl.Schema) -> pl.LazyFrame:
     from polars.io.plugins import register_io_source
 
     def source(with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
-               _batch_size: int | None) -> Iterator[pl.DataFrame]:
+               batch_size: int | None) -> Iterator[pl.DataFrame]:
         left = n_rows
+        step = batch_size or 10_000
         for _, block in _blocks(path):
             if left is not None and left <= 0:
                 return
@@ -285,7 +286,9 @@ def _jsonl_stream(path: Path, schema: pl.Schema) -> pl.LazyFrame:
             if left is not None:
                 df = df.head(left)
                 left -= df.height
-            yield df
+            # Slices of the block (views): the engine may queue several batches ahead.
+            for start in range(0, df.height, step):
+                yield df.slice(start, step)
 
     return register_io_source(source, schema=schema)
 
