@@ -482,16 +482,21 @@ class Render(Step):
         opts.setdefault("tools", "tools" if "tools" in names else None)
         expr = render_expr("messages", ctx.tokenizer, **opts).alias("r")
         path = ctx.folder / "rendered.parquet"
-        _sink(lf.select(ID, expr).unnest("r"), path, ctx.compression)
+        # Per-row token counts go with the rows, so the totals below read two small columns
+        # rather than decoding every token list again.
+        labels = pl.col("labels")
+        _sink(lf.select(ID, expr).unnest("r").with_columns(
+            pl.col("input_ids").list.len().alias("n_tokens"),
+            (labels.list.len() - labels.list.count_matches(-100)).alias("n_loss")),
+            path, ctx.compression)
         r = pl.scan_parquet(path)
         err = pl.col("render_error")
         _sink(r.filter(err.is_not_null()).select(
             ID, pl.concat_str(pl.lit("render_error: "), err).alias(REASON)),
             ctx.folder / "dropped.parquet", ctx.compression)
         n = r.select(pl.len().alias("n"), err.is_null().sum().alias("ok"),
-                     pl.col("input_ids").list.len().sum().alias("tokens"),
-                     (pl.col("labels").list.eval(pl.element() != -100).list.sum().sum()
-                      .alias("loss_tokens"))).collect().row(0, named=True)
+                     pl.col("n_tokens").sum().alias("tokens"),
+                     pl.col("n_loss").sum().alias("loss_tokens")).collect().row(0, named=True)
         reasons = _counts(pl.scan_parquet(ctx.folder / "dropped.parquet"))
         return StepOutcome(int(n["n"]), int(n["ok"]), reasons, report={"render": {
             "tokens": int(n["tokens"] or 0), "loss_tokens": int(n["loss_tokens"] or 0)}})

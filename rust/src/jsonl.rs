@@ -74,7 +74,12 @@ fn verdict(l: &[u8], t: &mut JType) -> (Verdict, bool) {
     }
     match infer_line(l, t) {
         Ok(()) => (Verdict::Object, false),
-        Err(e) => (Verdict::Bad(format!("invalid_json: {e}")), true),
+        // What `IgnoredAny` accepts stays a row (e.g. `1e400`, which typed parsing refuses);
+        // the recount below then finds no type for it and leaves the schema to Polars.
+        Err(e) => match check(l) {
+            None => (Verdict::Object, true),
+            Some(_) => (Verdict::Bad(format!("invalid_json: {e}")), true),
+        },
     }
 }
 
@@ -94,8 +99,9 @@ fn verdicts(lines: &[Vec<u8>]) -> (Vec<Verdict>, JType) {
         // Again over the good object lines only.
         t = JType::Null;
         for (l, v) in lines.iter().zip(&v) {
-            if matches!(v, Verdict::Object) {
-                let _ = infer_line(l, &mut t);
+            if matches!(v, Verdict::Object) && infer_line(l, &mut t).is_err() {
+                t = JType::Mixed;
+                break;
             }
         }
     }
@@ -256,7 +262,7 @@ mod tests {
         assert_eq!(scan.blank, vec![2, 7]);
         assert_eq!(scan.not_object, vec![3, 6, 8]);
         assert_eq!(scan.bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![4]);
-        // `{bad` starts like an object: what it showed before failing does not count.
+        // `{"c": "x", bad` starts like an object: what it showed before failing does not count.
         let int = |n: &str| (n.to_string(), JType::Int);
         assert_eq!(scan.schema, JType::Struct(vec![int("a"), int("b")]));
         assert_eq!(
@@ -267,6 +273,11 @@ mod tests {
             scan_jsonl(&src, None, false).unwrap().lines,
             count_lines(&src).unwrap()
         );
+        // A number only typed parsing refuses: still a row, and no schema of ours.
+        std::fs::write(&src, b"{\"a\": 1}\n{\"a\": 1e400}\n").unwrap();
+        let scan = scan_jsonl(&src, None, true).unwrap();
+        assert!(scan.bad.is_empty());
+        assert!(!scan.schema.is_plain());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
