@@ -163,6 +163,13 @@ pub fn token_hashes(text: &str, opts: NormOptions, word: &mut String, out: &mut 
             }
             continue;
         }
+        if is_han_lead(b) {
+            // A U+5000..U+9FFF ideograph: a token of its own (as `is_cjk` below).
+            flush(word, out);
+            out.push(xxh3_64_with_seed(&bytes[i..i + 3], 0));
+            i += 3;
+            continue;
+        }
         let Some(c) = text[i..].chars().next() else {
             break;
         };
