@@ -250,64 +250,118 @@ impl EncLocal {
         self.arena.clear();
     }
 
-    /// Merge `piece` into the arena (clearing the cache first when it is full).
-    fn store(&mut self, plan: &FastPlan, piece: &str, key_bytes: usize) -> (u32, u32) {
-        if self.arena.len() + piece.len() > MAX_ARENA_IDS
+    /// Make room for `ids` more ids and one more entry of `key_bytes` (clearing the cache when
+    /// it is full).
+    fn room(&mut self, ids: usize, key_bytes: usize) {
+        if self.arena.len() + ids > MAX_ARENA_IDS
             || self.short.len() >= MAX_CACHE_ENTRIES
             || self.long.len() >= MAX_CACHE_ENTRIES
             || self.long_key_bytes + key_bytes > MAX_CACHE_KEY_BYTES
         {
             self.clear();
         }
-        let start = self.arena.len();
-        plan.bpe.encode(piece, &mut self.arena, &mut self.scratch);
-        #[allow(clippy::cast_possible_truncation)]
-        (start as u32, (self.arena.len() - start) as u32)
     }
 
-    /// The ids of `piece` (a piece of `hay`), from the cache or merged and stored.
-    fn ids_of(&mut self, plan: &FastPlan, hay: &str, piece: &str) -> &[u32] {
+    /// Whether `ids` more ids of a piece of `len` bytes fit without clearing.
+    fn has_room(&self, ids: usize, len: usize) -> bool {
+        let key_bytes = if len < 16 { 0 } else { len };
+        self.arena.len() + ids <= MAX_ARENA_IDS
+            && self.short.len() < MAX_CACHE_ENTRIES
+            && self.long.len() < MAX_CACHE_ENTRIES
+            && self.long_key_bytes + key_bytes <= MAX_CACHE_KEY_BYTES
+    }
+
+    /// The front-cache slot of a short key.
+    #[inline]
+    fn slot(key: u128) -> usize {
+        #[allow(clippy::cast_possible_truncation)]
+        let h = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 52) as usize & (FRONT_SLOTS - 1)
+    }
+
+    /// The cached ids of `piece` (a piece of `hay`) as a range of the arena.
+    fn lookup(&mut self, hay: &str, piece: &str) -> Option<(u32, u32)> {
         let bytes = piece.as_bytes();
-        let (start, len) = if bytes.len() < 16 {
+        if bytes.len() < 16 {
             let key = short_key_in(hay, bytes);
-            #[allow(clippy::cast_possible_truncation)]
-            let slot = {
-                let h = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                (h >> 52) as usize & (FRONT_SLOTS - 1)
-            };
-            match self.front.get(slot) {
-                Some(&(k, r)) if k == key => r,
-                _ => {
-                    let r = if let Some(&r) = self.short.get(&key) {
-                        r
-                    } else {
-                        let r = self.store(plan, piece, 0);
-                        self.short.insert(key, r);
-                        r
-                    };
-                    // After `store`, which may have cleared the front.
-                    if self.front.is_empty() {
-                        self.front = vec![(0, (0, 0)); FRONT_SLOTS];
-                    }
-                    self.front[slot] = (key, r);
-                    r
+            let slot = Self::slot(key);
+            if let Some(&(k, r)) = self.front.get(slot) {
+                if k == key {
+                    return Some(r);
                 }
             }
-        } else if bytes.len() <= MAX_CACHED_PIECE {
-            if let Some(&r) = self.long.get(bytes) {
-                r
-            } else {
-                let r = self.store(plan, piece, bytes.len());
-                self.long_key_bytes += bytes.len();
-                self.long.insert(bytes.into(), r);
-                r
+            let r = *self.short.get(&key)?;
+            if let Some(f) = self.front.get_mut(slot) {
+                *f = (key, r);
             }
+            Some(r)
+        } else if bytes.len() <= MAX_CACHED_PIECE {
+            self.long.get(bytes).copied()
         } else {
-            self.tmp.clear();
-            plan.bpe.encode(piece, &mut self.tmp, &mut self.scratch);
-            return &self.tmp;
-        };
-        &self.arena[start as usize..(start + len) as usize]
+            None
+        }
+    }
+
+    /// Store `ids` as the ids of `piece` (a piece of `hay`; not cached when too long).
+    fn insert(&mut self, hay: &str, piece: &str, ids: &[u32]) {
+        let bytes = piece.as_bytes();
+        if bytes.len() > MAX_CACHED_PIECE {
+            return;
+        }
+        let key_bytes = if bytes.len() < 16 { 0 } else { bytes.len() };
+        self.room(ids.len(), key_bytes);
+        let start = self.arena.len();
+        self.arena.extend_from_slice(ids);
+        #[allow(clippy::cast_possible_truncation)]
+        let r = (start as u32, ids.len() as u32);
+        if bytes.len() < 16 {
+            let key = short_key_in(hay, bytes);
+            self.short.insert(key, r);
+            if self.front.is_empty() {
+                self.front = vec![(0, (0, 0)); FRONT_SLOTS];
+            }
+            self.front[Self::slot(key)] = (key, r);
+        } else {
+            self.long_key_bytes += bytes.len();
+            self.long.insert(bytes.into(), r);
+        }
+    }
+
+    /// The ids of `piece` (a piece of `hay`), from the cache or merged and stored. A piece
+    /// not in the cache is merged by its parts (`Bpe::for_each_part`), each from the cache or
+    /// merged and stored, and then stored whole too.
+    fn ids_of(&mut self, plan: &FastPlan, hay: &str, piece: &str) -> &[u32] {
+        if let Some((s, l)) = self.lookup(hay, piece) {
+            return &self.arena[s as usize..(s + l) as usize];
+        }
+        let mut ids = std::mem::take(&mut self.tmp);
+        ids.clear();
+        let mut parts = 0usize;
+        plan.bpe.for_each_part(piece, |part| {
+            parts += 1;
+            if parts > 1 || part.len() < piece.len() {
+                match self.lookup(hay, part) {
+                    Some((s, l)) => {
+                        ids.extend_from_slice(&self.arena[s as usize..(s + l) as usize])
+                    }
+                    None => {
+                        let from = ids.len();
+                        plan.bpe.encode(part, &mut ids, &mut self.scratch);
+                        let part_ids = ids[from..].to_vec();
+                        self.insert(hay, part, &part_ids);
+                    }
+                }
+            } else {
+                plan.bpe.encode(part, &mut ids, &mut self.scratch);
+            }
+        });
+        // A piece made of cut parts is kept whole only when short and while there is room:
+        // long ones are mostly unique (a Chinese clause), and clearing would drop the parts.
+        if parts == 1 || (piece.len() < 16 && self.has_room(ids.len(), piece.len())) {
+            self.insert(hay, piece, &ids);
+        }
+        self.tmp = ids;
+        &self.tmp
     }
 }
 
@@ -453,28 +507,20 @@ impl EncodePlan {
         local: &mut EncLocal,
         out: &mut Out,
     ) -> bool {
+        let ids = local.ids_of(plan, hay, piece);
         let mut q = q0;
-        let mut ok = true;
-        // A unique piece's parts (see `Bpe::for_each_part`) are each cached.
-        plan.bpe.for_each_part(piece, |part| {
-            if !ok {
-                return;
+        for &id in ids {
+            let len = self.token_bytes.get(id as usize).copied().unwrap_or(0) as usize;
+            if len == 0 {
+                return false;
             }
-            let ids = local.ids_of(plan, hay, part);
-            for &id in ids {
-                let len = self.token_bytes.get(id as usize).copied().unwrap_or(0) as usize;
-                if len == 0 {
-                    ok = false;
-                    return;
-                }
-                let (first, last) = (map(q), map(q + len - 1));
-                out.offsets
-                    .push((char_start(out.text, first), char_end(out.text, last)));
-                q += len;
-            }
-            out.ids.extend_from_slice(ids);
-        });
-        ok && q == q0 + piece.len()
+            let (first, last) = (map(q), map(q + len - 1));
+            out.offsets
+                .push((char_start(out.text, first), char_end(out.text, last)));
+            q += len;
+        }
+        out.ids.extend_from_slice(ids);
+        q == q0 + piece.len()
     }
 }
 

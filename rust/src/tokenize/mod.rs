@@ -98,6 +98,47 @@ struct Local {
 }
 
 impl Local {
+    /// The cached count of `piece` (a piece of `split`), if any.
+    fn peek(&mut self, split: &str, piece: &str) -> Option<usize> {
+        let bytes = piece.as_bytes();
+        if bytes.len() < 16 {
+            let key = short_key_in(split, bytes);
+            let slot = front_slot(key);
+            if let Some(&(k, c)) = self.front.get(slot) {
+                if k == key {
+                    return Some(c as usize);
+                }
+            }
+            let c = *self.short.get(&key)?;
+            if let Some(f) = self.front.get_mut(slot) {
+                *f = (key, c);
+            }
+            Some(c as usize)
+        } else if bytes.len() <= MAX_CACHED_PIECE {
+            self.cache.get(bytes).map(|&c| c as usize)
+        } else {
+            None
+        }
+    }
+
+    /// Cache `c` as the count of a piece made of cut parts (a piece of `split`) while there is
+    /// room: clearing for such a piece would drop its parts.
+    fn store(&mut self, split: &str, piece: &str, c: usize) {
+        let bytes = piece.as_bytes();
+        let c = u32::try_from(c).unwrap_or(u32::MAX);
+        if bytes.len() < 16 {
+            if self.short.len() < MAX_CACHE_ENTRIES {
+                self.short.insert(short_key_in(split, bytes), c);
+            }
+        } else if bytes.len() <= MAX_CACHED_PIECE
+            && self.cache.len() < MAX_CACHE_ENTRIES
+            && self.cache_key_bytes + bytes.len() <= MAX_CACHE_KEY_BYTES
+        {
+            self.cache_key_bytes += bytes.len();
+            self.cache.insert(bytes.into(), c);
+        }
+    }
+
     fn clear(&mut self) {
         self.short.clear();
         self.front.clear();
@@ -164,17 +205,21 @@ thread_local! {
 /// Slots of the direct-mapped front cache (a power of two; 32 bytes a slot).
 const FRONT_SLOTS: usize = 1 << 12;
 
+/// The front-cache slot of a short key.
+#[inline]
+fn front_slot(key: u128) -> usize {
+    #[allow(clippy::cast_possible_truncation)]
+    let h = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 52) as usize & (FRONT_SLOTS - 1)
+}
+
 /// The count of a piece of at most 15 bytes: the front cache, then the map, else `count()`
 /// stored in both (the map is cleared when full).
 fn cached_short(local: &mut Local, key: u128, count: impl FnOnce(&mut Scratch) -> usize) -> usize {
     if local.front.is_empty() {
         local.front = vec![(0, 0); FRONT_SLOTS];
     }
-    #[allow(clippy::cast_possible_truncation)]
-    let slot = {
-        let h = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> 52) as usize & (FRONT_SLOTS - 1)
-    };
+    let slot = front_slot(key);
     let entry = local.front[slot];
     if entry.0 == key {
         return entry.1 as usize;
@@ -196,31 +241,51 @@ fn cached_short(local: &mut Local, key: u128, count: impl FnOnce(&mut Scratch) -
 fn count_pieces(plan: &FastPlan, split: &str, at_start: bool, local: &mut Local) -> usize {
     let mut n = 0usize;
     let (uid, fill) = (local.uid, local.fill_encode);
+    // The count of one piece or part, from the caches or merged (through the encode cache
+    // when there is one, see `count_through_encode_cache`) and stored.
+    let count_one = |local: &mut Local, piece: &str| -> usize {
+        let merge = |scratch: &mut Scratch| {
+            if fill {
+                encode::count_through_encode_cache(uid, plan, split, piece)
+            } else {
+                plan.bpe.count(piece, scratch)
+            }
+        };
+        let bytes = piece.as_bytes();
+        if bytes.len() < 16 {
+            cached_short(local, short_key_in(split, bytes), merge)
+        } else if bytes.len() <= MAX_CACHED_PIECE {
+            local.long_count(bytes, merge)
+        } else {
+            plan.bpe.count(piece, &mut local.scratch)
+        }
+    };
     plan.for_each_piece(split, at_start, |whole| {
         if whole.len() == 1 && plan.byte_level {
             n += 1;
             return;
         }
-        // A unique piece's parts (see `Bpe::for_each_part`) are each cached.
-        plan.bpe.for_each_part(whole, |piece| {
-            let bytes = piece.as_bytes();
-            // A miss in the count caches merges through the encode cache when there is one
-            // (see `count_through_encode_cache`).
-            let merge = |scratch: &mut Scratch| {
-                if fill {
-                    encode::count_through_encode_cache(uid, plan, split, piece)
-                } else {
-                    plan.bpe.count(piece, scratch)
-                }
-            };
-            if bytes.len() < 16 {
-                n += cached_short(local, short_key_in(split, bytes), merge);
-            } else if bytes.len() <= MAX_CACHED_PIECE {
-                n += local.long_count(bytes, merge);
+        // A piece not in the caches is counted by its parts (see `Bpe::for_each_part`), each
+        // cached, and then cached whole too.
+        if let Some(c) = local.peek(split, whole) {
+            n += c;
+            return;
+        }
+        let mut total = 0usize;
+        let mut cut = false;
+        plan.bpe.for_each_part(whole, |part| {
+            cut |= part.len() < whole.len();
+            total += if cut {
+                count_one(local, part)
             } else {
-                n += plan.bpe.count(piece, &mut local.scratch);
-            }
+                count_one(local, whole)
+            };
         });
+        // Unique long pieces are not kept whole (they would push their parts out).
+        if cut && whole.len() < 16 {
+            local.store(split, whole, total);
+        }
+        n += total;
     });
     n
 }
