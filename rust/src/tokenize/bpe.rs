@@ -771,22 +771,28 @@ mod tests {
             Init::Chars { .. } => unreachable!(),
         });
         assert!(plain.whole_chars.is_empty());
-        let alphabet: Vec<char> = "中文éa b".chars().collect();
         let (mut s1, mut s2) = (Scratch::default(), Scratch::default());
-        let mut state = 11u64;
-        for _ in 0..3000 {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            let len = (state >> 59) as usize + 1 + (state >> 57 & 3) as usize * 20;
-            let word: String = (0..len)
-                .map(|i| alphabet[((state >> (i % 50)) as usize) % alphabet.len()])
-                .collect();
+        for word in random_words("中文éa b", 11, 3000) {
             let (mut x, mut y) = (Vec::new(), Vec::new());
             bpe.encode(&word, &mut x, &mut s1);
             plain.encode(&word, &mut y, &mut s2);
             assert_eq!(x, y, "{word}");
         }
+    }
+
+    /// `n` seeded words of 1 to 92 chars of `alphabet`.
+    fn random_words(alphabet: &str, seed: u64, n: usize) -> impl Iterator<Item = String> {
+        let alphabet: Vec<char> = alphabet.chars().collect();
+        let mut state = seed;
+        (0..n).map(move |_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let len = (state >> 59) as usize + 1 + (state >> 57 & 3) as usize * 20;
+            (0..len)
+                .map(|i| alphabet[((state >> (i % 50)) as usize) % alphabet.len()])
+                .collect()
+        })
     }
 
     fn ignore_parts(bpe: &Bpe, w: &str) -> Vec<String> {
@@ -831,18 +837,9 @@ mod tests {
         };
         assert_eq!(parts("中文字好中"), ["中文字", "好", "中"]);
         assert_eq!(parts("abc"), ["abc"]);
-        let alphabet: Vec<char> = "中文字好a ".chars().collect();
         let mut s1 = Scratch::default();
-        let mut state = 5u64;
         let mut cut = 0;
-        for _ in 0..3000 {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            let len = (state >> 59) as usize + 1 + (state >> 57 & 3) as usize * 20;
-            let word: String = (0..len)
-                .map(|i| alphabet[((state >> (i % 50)) as usize) % alphabet.len()])
-                .collect();
+        for word in random_words("中文字好a ", 5, 3000) {
             let (mut whole, mut joined) = (Vec::new(), Vec::new());
             bpe.encode(&word, &mut whole, &mut s1);
             let ps = parts(&word);
