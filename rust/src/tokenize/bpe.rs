@@ -165,6 +165,18 @@ impl Bpe {
         merges
     }
 
+    /// [`Bpe::merges_by_rank`] and the size of the id space they and the byte `table` use.
+    fn merges_and_size(&self, table: &[u32; 256]) -> (Vec<(u32, u32, u32, u32)>, usize) {
+        let merges = self.merges_by_rank();
+        let size = merges
+            .iter()
+            .map(|m| m.1.max(m.2).max(m.3))
+            .chain(table.iter().copied())
+            .max()
+            .map_or(0, |m| m as usize + 1);
+        (merges, size)
+    }
+
     /// Build from merges given as id pairs in rank order (later duplicates win, like the
     /// reference, which collects them into a map).
     pub fn new(
@@ -213,13 +225,7 @@ impl Bpe {
         if self.whole_chars.is_empty() {
             return out;
         }
-        let merges = self.merges_by_rank();
-        let size = merges
-            .iter()
-            .map(|m| m.1.max(m.2).max(m.3))
-            .chain(table.iter().copied())
-            .max()
-            .map_or(0, |m| m as usize + 1);
+        let (merges, size) = self.merges_and_size(table);
         // (first 4 bytes, last 4 bytes, length) of each token; length 0 = unknown.
         let mut ends = vec![([0u8; 4], [0u8; 4], 0usize); size];
         for (b, &id) in table.iter().enumerate() {
@@ -303,13 +309,7 @@ impl Bpe {
         let Init::Bytes(table) = &self.init else {
             return out;
         };
-        let merges = self.merges_by_rank();
-        let size = merges
-            .iter()
-            .map(|m| m.1.max(m.2).max(m.3))
-            .chain(table.iter().copied())
-            .max()
-            .map_or(0, |m| m as usize + 1);
+        let (merges, size) = self.merges_and_size(table);
         // Bytes of every token of at most 4 bytes (len 0: unknown or longer), and the first and
         // last byte of every token (in rank order: a part is made before a merge uses it).
         let mut bytes = vec![([0u8; 4], 0u8); size];
