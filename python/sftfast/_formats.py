@@ -263,34 +263,38 @@ def _polars_type(t: tuple[Any, ...]) -> pl.DataType:
             "str": pl.String()}[kind]
 
 
-def _jsonl_stream(path: Path, schema: pl.Schema) -> pl.LazyFrame:
-    """``path`` parsed block by block as a query pulls them (memory: one block), with the schema
+def _jsonl_stream(path: Path, jtype: tuple[Any, ...]) -> pl.LazyFrame:
+    """``path`` parsed block by block as a query pulls them (memory: one block), with the type
     the Rust scan inferred (Polars' own rules, see ``rust/src/jsontype.rs``): each block is
-    parsed once, with no inference pass and no temporary files."""
+    parsed once, straight into Arrow columns (``rust/src/jsoncols.rs``; only the columns the
+    query reads), with no inference pass and no temporary files."""
     from polars.io.plugins import register_io_source
+
+    first = jtype[1][0][0]
 
     def source(with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
                batch_size: int | None) -> Iterator[pl.DataFrame]:
         left = n_rows
-        step = batch_size or 10_000
+        # No columns (a row count): one column, dropped below (a frame of no columns built in
+        # Rust would lose its height on the way to Python).
+        cols = with_columns or ([first] if with_columns is not None else None)
         for _, block in _blocks(path):
             if left is not None and left <= 0:
                 return
-            if block.isspace():
-                continue
-            df = pl.read_ndjson(block, schema=schema)
-            if with_columns is not None:  # (no columns: `drop` keeps the height, `select` not)
-                df = df.select(with_columns) if with_columns else df.drop(df.columns)
-            if predicate is not None:
-                df = df.filter(predicate)
-            if left is not None:
-                df = df.head(left)
-                left -= df.height
-            # Slices of the block (views): the engine may queue several batches ahead.
-            for start in range(0, df.height, step):
-                yield df.slice(start, step)
+            # Frames of at most a batch (the engine may queue several batches ahead).
+            for df in _native.jsonl_frames(block, jtype, cols, batch_size or 10_000):
+                if with_columns is not None and not with_columns:
+                    df = df.drop(df.columns)
+                if predicate is not None:
+                    df = df.filter(predicate)
+                if left is not None:
+                    if left <= 0:
+                        return
+                    df = df.head(left)
+                    left -= df.height
+                yield df
 
-    return register_io_source(source, schema=schema)
+    return register_io_source(source, schema=_polars_type(jtype).to_schema())
 
 
 def _jsonl_parts(path: Path, out: Path) -> list[Path]:
@@ -336,12 +340,10 @@ def _jsonl(path: Path, shown: Path, workdir: Callable[[], Path]) -> Raw:
         return Raw("jsonl", pl.Schema({ROW: pl.Int64}), lambda _: _empty(), rejects)
     # The scan's schema (when the rows have one without coercions) has the columns and struct
     # fields in order of first appearance; Polars' own inference orders them by hash.
-    known = None if jtype is None else pl.Schema(_polars_type(jtype).to_schema())
-    if clean.stat().st_size <= JSONL_CHUNK:
-        lf = (pl.scan_ndjson(clean, infer_schema_length=None) if known is None
-              else pl.scan_ndjson(clean, schema=known))
-    elif known is not None:  # large: parse blocks as the query pulls them
-        lf = _jsonl_stream(clean, known)
+    if jtype is not None:  # parse blocks as the query pulls them
+        lf = _jsonl_stream(clean, jtype)
+    elif clean.stat().st_size <= JSONL_CHUNK:
+        lf = pl.scan_ndjson(clean, infer_schema_length=None)
     else:  # large: parse in blocks into Parquet parts, so memory stays bounded
         folder = workdir() / f"{len(list(workdir().iterdir()))}-parts-{path.name}"
         folder.mkdir()

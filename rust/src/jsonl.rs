@@ -7,7 +7,7 @@
 //! reasons, so nothing is lost silently.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -69,22 +69,26 @@ fn verdict(l: &[u8], t: &mut JType) -> (Verdict, bool) {
             None => (Verdict::NotObject, false),
         };
     }
-    if std::str::from_utf8(l).is_err() {
-        return (Verdict::Bad("invalid_utf8".into()), false);
-    }
+    // No separate UTF-8 pass while the type is plain: serde_json checks every string it reads
+    // and any other byte beyond ASCII is a syntax error, so invalid UTF-8 fails the parse and
+    // is named below. Under a mixed type, values are skipped unchecked: check the line.
     match infer_line(l, t) {
+        Ok(()) if !t.is_plain() && std::str::from_utf8(l).is_err() => {
+            (Verdict::Bad("invalid_utf8".into()), true)
+        }
         Ok(()) => (Verdict::Object, false),
         // What `IgnoredAny` accepts stays a row (e.g. `1e400`, which typed parsing refuses);
         // the recount below then finds no type for it and leaves the schema to Polars.
         Err(e) => match check(l) {
             None => (Verdict::Object, true),
+            Some(reason) if reason == "invalid_utf8" => (Verdict::Bad(reason), true),
             Some(_) => (Verdict::Bad(format!("invalid_json: {e}")), true),
         },
     }
 }
 
 /// Verdicts on a run of lines and the type of its object lines.
-fn verdicts(lines: &[Vec<u8>]) -> (Vec<Verdict>, JType) {
+fn verdicts(lines: &[&[u8]]) -> (Vec<Verdict>, JType) {
     let mut t = JType::Null;
     let mut dirty = false;
     let v: Vec<Verdict> = lines
@@ -123,9 +127,20 @@ pub fn split_jsonl(path: &Path, good_out: Option<&Path>) -> Result<Vec<BadLine>>
 /// # Errors
 /// [`SftError::Io`] naming the file when reading or writing fails.
 pub fn scan_jsonl(path: &Path, good_out: Option<&Path>, objects_only: bool) -> Result<JsonlScan> {
-    const BLOCK: usize = 8192;
-    let f = File::open(path).map_err(|e| SftError::io(format!("opening {}", path.display()), e))?;
-    let mut reader = BufReader::with_capacity(1 << 20, f);
+    // Bytes read at a time; lines are slices of the block (no copy per line).
+    scan_blocks(path, good_out, objects_only, 8 << 20)
+}
+
+fn scan_blocks(
+    path: &Path,
+    good_out: Option<&Path>,
+    objects_only: bool,
+    block: usize,
+) -> Result<JsonlScan> {
+    use std::io::Read;
+    let io = |e| SftError::io(format!("reading {}", path.display()), e);
+    let mut f =
+        File::open(path).map_err(|e| SftError::io(format!("opening {}", path.display()), e))?;
     let mut writer = match good_out {
         Some(p) => {
             Some(BufWriter::new(File::create(p).map_err(|e| {
@@ -141,33 +156,46 @@ pub fn scan_jsonl(path: &Path, good_out: Option<&Path>, objects_only: bool) -> R
         lines: 0,
         schema: JType::Null,
     };
-    loop {
-        let mut block: Vec<Vec<u8>> = Vec::with_capacity(BLOCK);
-        for _ in 0..BLOCK {
-            let mut buf = Vec::new();
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| SftError::io(format!("reading {}", path.display()), e))?;
-            if n == 0 {
-                break;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut eof = false;
+    while !eof || !buf.is_empty() {
+        // Fill to a block (more while no newline is in it: a line longer than a block).
+        let mut want = block.max(1);
+        let cut = loop {
+            while !eof && buf.len() < want {
+                let at = buf.len();
+                buf.resize(want, 0);
+                let n = f.read(&mut buf[at..]).map_err(io)?;
+                buf.truncate(at + n);
+                eof = n == 0;
             }
-            while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                buf.pop();
+            match memchr::memrchr(b'\n', &buf) {
+                _ if eof => break buf.len(),
+                Some(i) => break i + 1,
+                None => want = buf.len() * 2,
             }
-            block.push(buf);
+        };
+        if cut == 0 {
+            break; // an empty file
         }
-        if block.is_empty() {
-            break;
-        }
+        let lines: Vec<&[u8]> = buf[..cut]
+            .strip_suffix(b"\n")
+            .unwrap_or(&buf[..cut])
+            .split(|&b| b == b'\n')
+            .map(|l| {
+                let end = l.iter().rposition(|&b| b != b'\r').map_or(0, |i| i + 1);
+                &l[..end]
+            })
+            .collect();
         parallel::check_cancel()?;
         let parts: Vec<(Vec<Verdict>, JType)> =
-            parallel::install(|| block.par_chunks(512).map(verdicts).collect())?;
-        let mut all = Vec::with_capacity(block.len());
+            parallel::install(|| lines.par_chunks(512).map(verdicts).collect())?;
+        let mut all = Vec::with_capacity(lines.len());
         for (v, t) in parts {
             all.extend(v);
             scan.schema.merge(t);
         }
-        for (l, v) in block.iter().zip(all) {
+        for (l, v) in lines.iter().zip(all) {
             scan.lines += 1;
             let keep = match v {
                 Verdict::Bad(reason) => {
@@ -193,6 +221,8 @@ pub fn scan_jsonl(path: &Path, good_out: Option<&Path>, objects_only: bool) -> R
                     .map_err(|e| SftError::io("writing cleaned JSON Lines", e))?;
             }
         }
+        drop(lines);
+        buf.drain(..cut);
     }
     if let Some(mut w) = writer {
         w.flush()
@@ -247,6 +277,26 @@ mod tests {
     }
 
     #[test]
+    fn any_block_size_scans_alike() {
+        let dir = std::env::temp_dir().join(format!("sftfast-jsonl-blk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("in.jsonl");
+        let text = "{\"a\": 1, \"b\": \"中文\"}\r\n\n[1]\n{bad\n  {\"a\": 2.5}\n\n{\"b\": null}";
+        for tail in ["", "\n", "\n\n"] {
+            std::fs::write(&src, format!("{text}{tail}")).unwrap();
+            let (out1, out2) = (dir.join("o1"), dir.join("o2"));
+            let want = scan_jsonl(&src, Some(&out1), true).unwrap();
+            for block in [1, 2, 3, 7, 16, 64] {
+                let got = scan_blocks(&src, Some(&out2), true, block).unwrap();
+                assert_eq!(got, want, "block {block}");
+                assert_eq!(std::fs::read(&out2).unwrap(), std::fs::read(&out1).unwrap());
+            }
+            assert_eq!(want.lines, count_lines(&src).unwrap());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn one_scan_finds_blank_and_non_object_lines() {
         let dir = std::env::temp_dir().join(format!("sftfast-jsonl-scan-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -273,6 +323,26 @@ mod tests {
             scan_jsonl(&src, None, false).unwrap().lines,
             count_lines(&src).unwrap()
         );
+        // Invalid UTF-8 where a mixed type skips values unchecked is still found.
+        std::fs::write(
+            &src,
+            b"{\"a\": 1}\n{\"a\": \"x\"}\n{\"a\": [\"\xff\"]}\n{\"\xff\": 1}",
+        )
+        .unwrap();
+        let scan = scan_jsonl(&src, None, true).unwrap();
+        assert_eq!(
+            scan.bad
+                .iter()
+                .map(|b| (b.line, b.reason.as_str()))
+                .collect::<Vec<_>>(),
+            [(3, "invalid_utf8"), (4, "invalid_utf8")]
+        );
+        // Line ends: CR before LF, no LF at the end, an empty file.
+        std::fs::write(&src, b"{\"a\": 1}\r\r\n\r\n{\"a\": 2}").unwrap();
+        let scan = scan_jsonl(&src, None, true).unwrap();
+        assert_eq!((scan.lines, scan.blank.as_slice()), (3, &[2][..]));
+        std::fs::write(&src, b"").unwrap();
+        assert_eq!(scan_jsonl(&src, None, true).unwrap().lines, 0);
         // A number only typed parsing refuses: still a row, and no schema of ours.
         std::fs::write(&src, b"{\"a\": 1}\n{\"a\": 1e400}\n").unwrap();
         let scan = scan_jsonl(&src, None, true).unwrap();

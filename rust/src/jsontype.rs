@@ -191,7 +191,7 @@ impl<'de> Visitor<'de> for Infer<'_> {
 }
 
 /// An object key, borrowed from the line unless it has escapes.
-struct Key<'de>(Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

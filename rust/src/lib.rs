@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod demo;
 pub mod error;
+pub mod jsoncols;
 pub mod jsonl;
 pub mod jsontype;
 pub mod length_filter;

@@ -191,6 +191,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(split_jsonl, m)?)?;
     m.add_function(wrap_pyfunction!(count_lines, m)?)?;
     m.add_function(wrap_pyfunction!(scan_jsonl, m)?)?;
+    m.add_function(wrap_pyfunction!(jsonl_frames, m)?)?;
     Ok(())
 }
 
@@ -261,6 +262,150 @@ fn jtype_to_py<'py>(py: Python<'py>, t: &crate::jsontype::JType) -> PyResult<Bou
             "a mixed JSON type has no Polars type",
         )),
     }
+}
+
+fn jtype_from_py(t: &Bound<'_, PyAny>) -> PyResult<crate::jsontype::JType> {
+    use crate::jsontype::JType;
+    let kind: String = t.get_item(0)?.extract()?;
+    Ok(match kind.as_str() {
+        "null" => JType::Null,
+        "bool" => JType::Bool,
+        "i64" => JType::Int,
+        "f64" => JType::Float,
+        "str" => JType::Str,
+        "list" => JType::List(Box::new(jtype_from_py(&t.get_item(1)?)?)),
+        "struct" => JType::Struct(
+            t.get_item(1)?
+                .try_iter()?
+                .map(|f| {
+                    let f = f?;
+                    Ok((f.get_item(0)?.extract()?, jtype_from_py(&f.get_item(1)?)?))
+                })
+                .collect::<PyResult<_>>()?,
+        ),
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "schema: unknown JSON type {other:?}"
+            )))
+        }
+    })
+}
+
+/// A built column as an Arrow array of the layout Polars reads (`Utf8View`, `LargeList`).
+fn col_to_arrow(c: crate::jsoncols::Col) -> PolarsResult<Box<dyn polars_arrow::array::Array>> {
+    use crate::jsoncols::Col;
+    use polars_arrow::array::{
+        BooleanArray, ListArray, MutableBinaryViewArray, NullArray, PrimitiveArray, StructArray,
+    };
+    use polars_arrow::bitmap::Bitmap;
+    use polars_arrow::datatypes::{ArrowDataType, Field};
+    use polars_arrow::offset::OffsetsBuffer;
+
+    let validity = |v: &[bool]| -> Option<Bitmap> {
+        (!v.iter().all(|&b| b)).then(|| v.iter().copied().collect())
+    };
+    Ok(match c {
+        Col::Null(n) => Box::new(NullArray::new(ArrowDataType::Null, n)),
+        Col::Bool { values, valid } => Box::new(BooleanArray::new(
+            ArrowDataType::Boolean,
+            values.into_iter().collect(),
+            validity(&valid),
+        )),
+        Col::Int { values, valid } => {
+            Box::new(PrimitiveArray::from_vec(values).with_validity(validity(&valid)))
+        }
+        Col::Float { values, valid } => {
+            Box::new(PrimitiveArray::from_vec(values).with_validity(validity(&valid)))
+        }
+        Col::Str {
+            offsets,
+            data,
+            valid,
+        } => {
+            let mut a = MutableBinaryViewArray::<str>::with_capacity(valid.len());
+            for (i, &ok) in valid.iter().enumerate() {
+                if ok {
+                    a.push_value(&data[offsets[i]..offsets[i + 1]]);
+                } else {
+                    a.push_null();
+                }
+            }
+            Box::new(a.freeze())
+        }
+        Col::List {
+            offsets,
+            valid,
+            child,
+        } => {
+            let child = col_to_arrow(*child)?;
+            let dtype = ArrowDataType::LargeList(Box::new(Field::new(
+                "item".into(),
+                child.dtype().clone(),
+                true,
+            )));
+            Box::new(ListArray::<i64>::try_new(
+                dtype,
+                OffsetsBuffer::try_from(offsets)?,
+                child,
+                validity(&valid),
+            )?)
+        }
+        Col::Struct { fields, valid, .. } => {
+            let mut dtypes = Vec::with_capacity(fields.len());
+            let mut arrays = Vec::with_capacity(fields.len());
+            for (name, c) in fields {
+                let a = col_to_arrow(c)?;
+                dtypes.push(Field::new(name.into(), a.dtype().clone(), true));
+                arrays.push(a);
+            }
+            Box::new(StructArray::try_new(
+                ArrowDataType::Struct(dtypes),
+                valid.len(),
+                arrays,
+                validity(&valid),
+            )?)
+        }
+    })
+}
+
+/// The object lines of a block of JSON Lines (blank lines skipped) as DataFrames of at most
+/// `rows` rows, with the schema from `scan_jsonl` (only the `columns` named, if given), parsed
+/// once into Arrow arrays (`crate::jsoncols`).
+#[pyfunction]
+#[pyo3(signature = (block, schema, columns=None, rows=65_536))]
+pub(crate) fn jsonl_frames(
+    py: Python<'_>,
+    block: &[u8],
+    schema: &Bound<'_, PyAny>,
+    columns: Option<Vec<String>>,
+    rows: usize,
+) -> PyResult<Vec<PyDataFrame>> {
+    let t = crate::jsoncols::columns_of(&jtype_from_py(schema)?, columns.as_deref())
+        .map_err(super::errors::to_py)?;
+    let crate::jsontype::JType::Struct(fields) = &t else {
+        unreachable!("columns_of gives a struct")
+    };
+    let names: Vec<String> = fields.iter().map(|(n, _)| n.clone()).collect();
+    let frames = run_detached(py, move || {
+        let to_err = |e: PolarsError| crate::error::SftError::Schema(e.to_string());
+        crate::jsoncols::parse_block(block, &t, rows)?
+            .into_iter()
+            .map(|(height, cols)| {
+                let columns = names
+                    .iter()
+                    .zip(cols)
+                    .map(|(n, c)| {
+                        let s =
+                            Series::from_arrow(n.as_str().into(), col_to_arrow(c).map_err(to_err)?)
+                                .map_err(to_err)?;
+                        Ok(s.into_column())
+                    })
+                    .collect::<crate::error::Result<Vec<_>>>()?;
+                DataFrame::new(height, columns).map_err(to_err)
+            })
+            .collect::<crate::error::Result<Vec<_>>>()
+    })?;
+    Ok(frames.into_iter().map(PyDataFrame).collect())
 }
 
 /// Number of lines in a file.
