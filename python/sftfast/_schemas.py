@@ -267,17 +267,29 @@ class Normalized:
 
     frame: pl.LazyFrame
     output: list[pl.Expr]
-    raw_struct: pl.Expr | None
+    originals: list[str]
     detail: pl.Expr
 
     def raw(self, where: pl.Expr | None = None) -> pl.Expr:
         """The row as JSON text (its original fields), on the rows ``where`` holds (else
-        null). Nulling the struct before encoding keeps the JSON writer off the other rows: it
-        is ~40% of a streaming read's time when every row is encoded."""
-        if self.raw_struct is None:
+        null). Per batch, only those rows are encoded: Polars' JSON writer walks every row of
+        a struct even where it is null (~10% of a read when nearly no row is rejected)."""
+        if not self.originals:
             return pl.lit(None, pl.String)
-        s = self.raw_struct if where is None else pl.when(where).then(self.raw_struct)
-        return s.struct.json_encode()
+        if where is None:
+            return pl.struct(self.originals).struct.json_encode()
+        return pl.struct(pl.struct(self.originals).alias("v"), where.alias("w")).map_batches(
+            _encode_where, return_dtype=pl.String, is_elementwise=True)
+
+
+def _encode_where(s: pl.Series) -> pl.Series:
+    """Field ``v`` as JSON text on the rows where field ``w`` is true, else null."""
+    out = pl.repeat(None, len(s), dtype=pl.String, eager=True)
+    w = s.struct.field("w").fill_null(False)
+    if not w.any():
+        return out
+    at = w.arg_true()
+    return out.scatter(at, s.struct.field("v").gather(at).struct.json_encode())
 
 
 REASON, DETAIL = "__sft_reason", "__sft_detail"
@@ -353,7 +365,6 @@ def normalize(
         pl.col(ROW),
         *[pl.col(c).alias(f"{c}_orig" if c in CANONICAL else c) for c in extras],
     ]
-    raw = pl.struct(originals) if originals else None
     role_reason = pl.col(REASON).is_in(["unknown_role", "no_assistant_turn", "wrong_role_order"])
     detail = pl.when(role_reason).then(pl.col("__sft_names").list.join(","))
-    return Normalized(lf, output, raw, detail)
+    return Normalized(lf, output, originals, detail)
