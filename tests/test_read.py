@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+import sftfast
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from sftfast import ConfigError, InputError, SchemaError
@@ -355,7 +356,6 @@ def test_jsonl_frames_equal_polars_parse(rows: list[Row], ascii: bool, blank: st
 
 def test_jsonl_frames_name_the_line_that_does_not_fit() -> None:
     from sftfast import _native
-    from sftfast.exceptions import SchemaError
 
     jtype = ("struct", [("a", ("i64",))])
     with pytest.raises(SchemaError, match="line 3 of the block"):
@@ -576,3 +576,33 @@ def test_all_shared_data_accounted_for() -> None:
     assert "closed\xa0qa" in belle["class"].to_list()  # the category label survives as it was
     assert df.filter(pl.col("source").str.ends_with("fakao_gpt4.json"))["type"].n_unique() == 2
     assert df["id"].null_count() == 0 and df["messages"].list.len().min() >= 2  # type: ignore[operator]
+
+
+def test_scan_jsonl_keeps_fields_that_appear_late(tmp_path: Path) -> None:
+    """The public block scanner takes its schema from the whole file: a field first seen deep
+    in the file, or a column that widens from int to float, reads as Polars reads the file."""
+    path = tmp_path / "late.jsonl"
+    rows: list[Row] = [{"q": f"q{i}", "n": i} for i in range(2000)]
+    rows += [{"q": "x", "n": 2.5, "late": {"k": [1, 2]}}, {"late": None, "q": "中文"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    got = sftfast.scan_jsonl(path, block_bytes=1024).collect()
+    want = pl.read_ndjson(path, infer_schema_length=None)
+    assert got.columns == ["q", "n", "late"]
+    assert got.select(want.columns).to_dicts() == want.to_dicts()
+    assert sftfast.scan_jsonl(path, block_bytes=1024).select(pl.len()).collect().item() == 2002
+    # Types Polars coerces: its own schema over the whole file.
+    path.write_text('{"a": 1}\n\n{"a": "x", "b": true}\n', "utf-8")
+    assert sftfast.scan_jsonl(path, block_bytes=8).collect().to_dicts() == [
+        {"a": "1", "b": None}, {"a": "x", "b": True}]
+    path.write_text("\n  \n", "utf-8")
+    assert sftfast.scan_jsonl(path).collect().height == 0
+
+
+def test_scan_jsonl_names_the_first_line_that_is_not_an_object(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"a": 1}\n[1, 2]\n{"a": \n', "utf-8")
+    with pytest.raises(InputError, match=r"line 2: not_an_object"):
+        sftfast.scan_jsonl(path)
+    path.write_text('{"a": 1}\n{"a": \n', "utf-8")
+    with pytest.raises(InputError, match=r"line 2: invalid_json"):
+        sftfast.scan_jsonl(path)

@@ -263,7 +263,7 @@ def _polars_type(t: tuple[Any, ...]) -> pl.DataType:
             "str": pl.String()}[kind]
 
 
-def _jsonl_stream(path: Path, jtype: tuple[Any, ...]) -> pl.LazyFrame:
+def _jsonl_stream(path: Path, jtype: tuple[Any, ...], block: int = JSONL_CHUNK) -> pl.LazyFrame:
     """``path`` parsed block by block as a query pulls them (memory: one block), with the type
     the Rust scan inferred (Polars' own rules, see ``rust/src/jsontype.rs``): each block is
     parsed once, straight into Arrow columns (``rust/src/jsoncols.rs``; only the columns the
@@ -278,11 +278,11 @@ def _jsonl_stream(path: Path, jtype: tuple[Any, ...]) -> pl.LazyFrame:
         # No columns (a row count): one column, dropped below (a frame of no columns built in
         # Rust would lose its height on the way to Python).
         cols = with_columns or ([first] if with_columns is not None else None)
-        for _, block in _blocks(path):
+        for _, data in _blocks(path, block):
             if left is not None and left <= 0:
                 return
             # Frames of at most a batch (the engine may queue several batches ahead).
-            for df in _native.jsonl_frames(block, jtype, cols, batch_size or 10_000):
+            for df in _native.jsonl_frames(data, jtype, cols, batch_size or 10_000):
                 if with_columns is not None and not with_columns:
                     df = df.drop(df.columns)
                 if predicate is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,31 +44,17 @@ class ScanResult:
     tempdir: tempfile.TemporaryDirectory[str] | None = None
 
 
-def _blocks(path: Path, block_bytes: int) -> Iterator[bytes]:
-    """Whole lines of ``path`` in blocks of about ``block_bytes`` (one block in memory)."""
-    with path.open("rb") as fh:
-        tail = b""
-        while chunk := fh.read(block_bytes):
-            buf = tail + chunk
-            cut = buf.rfind(b"\n") + 1
-            if cut == 0:
-                tail = buf
-                continue
-            tail = buf[cut:]
-            yield buf[:cut]
-        if tail.strip():
-            yield tail
-
-
-def scan_jsonl(
-    path: str | Path, *, block_bytes: int = 32 << 20, infer_schema_bytes: int = 8 << 20
-) -> pl.LazyFrame:
+def scan_jsonl(path: str | Path, *, block_bytes: int = 32 << 20) -> pl.LazyFrame:
     r"""Scan a JSON Lines file with memory bounded by ``block_bytes``, not by the file size.
 
     ``pl.scan_ndjson`` memory-maps the whole file, so its resident set grows with the file
-    (file-backed pages). This source reads blocks of whole lines, parses each with Polars and
-    hands the frames to the streaming engine. The schema is inferred from the first
-    ``infer_schema_bytes`` of the file; later rows are read with it (missing fields are null).
+    (file-backed pages). This source first runs the native scan over the whole file (it
+    validates every line and infers the schema by Polars' rules, columns in order of first
+    appearance, so a field that first appears late is not lost), then parses blocks of whole
+    lines straight into Arrow columns as the streaming engine pulls them. Where the rows mix
+    types that Polars coerces (an int here, a string there), Polars infers the schema over the
+    whole file and parses the blocks. A line that is not a JSON object raises
+    :class:`InputError` naming it (:func:`sftfast.read` sets such lines aside instead).
 
     >>> import sftfast, tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.jsonl"
@@ -76,8 +63,29 @@ def scan_jsonl(
     [{'a': 'x', 'b': None}, {'a': 'y', 'b': 1}]
     """
     path = Path(path)
-    head = next(_blocks(path, infer_schema_bytes), b"")
-    schema = pl.read_ndjson(io.BytesIO(head), infer_schema_length=None).schema if head else {}
+    if not isinstance(block_bytes, int) or isinstance(block_bytes, bool) or block_bytes < 1:
+        raise InputError(f"block_bytes: expected a positive int, got {block_bytes!r}")
+    problems, jtype = _problems(path)
+    if problems:
+        raise InputError(f"{path}: line {problems[0][0]}: {problems[0][1]} (sftfast.read sets "
+                         f"such lines aside with their reason)")
+    return _stream(path, jtype, block_bytes)
+
+
+def _problems(path: Path) -> tuple[list[tuple[int, str]], Any]:
+    """The native scan of ``path``: its bad and non-object lines ``(line, reason)`` in order,
+    and the type of its object lines (None: types Polars coerces)."""
+    bad, _, odd, _, jtype = _native.scan_jsonl(str(path))
+    return sorted([*bad, *((line, "not_an_object") for line in odd)]), jtype
+
+
+def _stream(path: Path, jtype: Any, block_bytes: int = 32 << 20) -> pl.LazyFrame:
+    """The object lines of ``path`` (all its non-blank lines), in blocks."""
+    from sftfast._formats import _blocks, _jsonl_stream
+
+    if jtype is not None:  # a struct, or ("null",) when there is no object line
+        return _jsonl_stream(path, jtype, block_bytes) if jtype[0] == "struct" else pl.LazyFrame()
+    schema = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
 
     def source(
         with_columns: list[str] | None,
@@ -86,10 +94,12 @@ def scan_jsonl(
         batch_size: int | None,
     ) -> Iterator[pl.DataFrame]:
         left = n_rows
-        for block in _blocks(path, block_bytes):
+        for _, block in _blocks(path, block_bytes):
+            if block.isspace():
+                continue
             df = pl.read_ndjson(io.BytesIO(block), schema=schema)
             if with_columns is not None:
-                df = df.select(with_columns)
+                df = df.select(with_columns) if with_columns else df.drop(df.columns)
             if predicate is not None:
                 df = df.filter(predicate)
             if left is not None:
@@ -125,10 +135,11 @@ def _scan_one(path: Path, kind: str, *, strict: bool, result: ScanResult) -> pl.
             return pl.scan_csv(path, separator="\t" if path.suffix == ".tsv" else ",")
         if kind == "json":
             return pl.read_json(path, infer_schema_length=None).lazy()
-        # Validate eagerly so a bad line deep in the file is caught before a long run starts.
-        bad = _native.split_jsonl(str(path))
+        # Validate eagerly so a bad line deep in the file is caught before a long run starts;
+        # the same scan gives the schema of the good lines.
+        bad, jtype = _problems(path)
         if not bad:
-            return scan_jsonl(path)
+            return _stream(path, jtype)
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: cannot read as {kind}: {exc}") from exc
     line, reason = bad[0]
@@ -137,9 +148,9 @@ def _scan_one(path: Path, kind: str, *, strict: bool, result: ScanResult) -> pl.
     if result.tempdir is None:
         result.tempdir = tempfile.TemporaryDirectory(prefix="sftfast-")
     clean = Path(result.tempdir.name) / f"{len(result.bad_rows)}-{path.name}.jsonl"
-    bad = _native.split_jsonl(str(path), str(clean))
+    _native.scan_jsonl(str(path), str(clean))  # the object lines only
     result.bad_rows.extend(BadRow(str(path), ln, why) for ln, why in bad)
-    return scan_jsonl(clean)
+    return _stream(clean, jtype)
 
 
 def scan_inputs(paths: list[str | Path], *, strict: bool = False) -> ScanResult:
