@@ -39,16 +39,31 @@ def _sink(lf: pl.LazyFrame, path: Path, compression: str = "none") -> None:
                     row_group_size=ROW_GROUP_ROWS)
 
 
+# The same codecs for Arrow IPC step files (the rendered tokens).
+IPC_CODECS = {"none": None, "lz4": "lz4", "zstd": "zstd"}
+
+
+def _sink_ipc(lf: pl.LazyFrame, path: Path, compression: str = "none") -> None:
+    lf.sink_ipc(path, engine="streaming", compression=IPC_CODECS[compression])
+
+
+def scan_step_file(path: Path) -> pl.LazyFrame:
+    """A step file: Arrow IPC (``.arrow``) or Parquet."""
+    return pl.scan_ipc(path) if path.suffix == ".arrow" else pl.scan_parquet(path)
+
+
 def parquet_slices(path: Path, batch_rows: int | None = None
                    ) -> Iterator[tuple[int, int, pl.LazyFrame]]:
     """``(start, stop, slice)`` of ``path``, ``batch_rows`` rows each, for a consumer slower than the
     reader (MinHash, the shard writer). Each slice is collected on its own, so memory stays one
     batch: a streaming query that feeds a slow Python loop reads gigabytes ahead of it
-    (pola-rs/polars#26432). Slices are whole row groups of the files :func:`_sink` writes."""
+    (pola-rs/polars#26432). Slices are whole row groups of the files :func:`_sink` writes.
+    Arrow IPC files (``.arrow``) are sliced the same way (the reader maps the file and touches
+    only the record batches of the slice)."""
     batch_rows = batch_rows or BATCH_ROWS
-    n = pl.scan_parquet(path).select(pl.len()).collect().item()
+    n = scan_step_file(path).select(pl.len()).collect().item()
     for start in range(0, n, batch_rows):
-        yield start, min(n, start + batch_rows), pl.scan_parquet(path).slice(start, batch_rows)
+        yield start, min(n, start + batch_rows), scan_step_file(path).slice(start, batch_rows)
 
 
 def _jsonable(v: Any) -> Any:

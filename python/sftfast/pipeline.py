@@ -412,7 +412,9 @@ def _register(ctx: StepContext, step: Step, folder: Path) -> None:
     if isinstance(step, Rebalance):
         ctx.selection = folder / "selection.parquet"
     if isinstance(step, Render):
-        ctx.rendered = folder / "rendered.parquet"
+        ctx.rendered = folder / "rendered.arrow"
+        if not ctx.rendered.is_file():  # a run of sftfast before Arrow IPC render files
+            ctx.rendered = folder / "rendered.parquet"
         ctx.dropped.append(folder / "dropped.parquet")
 
 
