@@ -196,6 +196,13 @@ impl Col {
     }
 }
 
+/// Append a valid value.
+fn put<T, E>(values: &mut Vec<T>, valid: &mut Vec<bool>, v: T) -> std::result::Result<(), E> {
+    values.push(v);
+    valid.push(true);
+    Ok(())
+}
+
 /// Appends one JSON value to the column it holds.
 struct Fill<'a>(&'a mut Col);
 
@@ -216,28 +223,16 @@ impl<'de> Visitor<'de> for Fill<'_> {
 
     fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<(), E> {
         match self.0 {
-            Col::Bool { values, valid } => {
-                values.push(v);
-                valid.push(true);
-                Ok(())
-            }
+            Col::Bool { values, valid } => put(values, valid, v),
             c => Err(c.mismatch("a boolean")),
         }
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<(), E> {
         match self.0 {
-            Col::Int { values, valid } => {
-                values.push(v);
-                valid.push(true);
-                Ok(())
-            }
-            Col::Float { values, valid } => {
-                #[allow(clippy::cast_precision_loss)]
-                values.push(v as f64);
-                valid.push(true);
-                Ok(())
-            }
+            Col::Int { values, valid } => put(values, valid, v),
+            #[allow(clippy::cast_precision_loss)]
+            Col::Float { values, valid } => put(values, valid, v as f64),
             c => Err(c.mismatch("an integer")),
         }
     }
@@ -251,11 +246,7 @@ impl<'de> Visitor<'de> for Fill<'_> {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<(), E> {
         match self.0 {
-            Col::Float { values, valid } => {
-                values.push(v);
-                valid.push(true);
-                Ok(())
-            }
+            Col::Float { values, valid } => put(values, valid, v),
             c => Err(c.mismatch("a float")),
         }
     }
