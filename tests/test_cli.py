@@ -52,6 +52,24 @@ def test_filter_jsonl_with_a_broken_line(tmp_path: Path, tok_path: Path,
     assert f"line {df.height + 1}" in capsys.readouterr().err
 
 
+def test_filter_rejects_name_physical_lines(tmp_path: Path, tok_path: Path) -> None:
+    """Rows after blank, broken and non-object lines keep their physical line in ``sft_row``,
+    as the broken lines themselves do."""
+    src = tmp_path / "data.jsonl"
+    src.write_bytes(b'{"question": "what is two plus two", "answer": "four"}\n\n{"question": \n'
+                    b'[1, 2]\n{"question": "what is one plus one", "answer": ""}\n')
+    out, rej = tmp_path / "kept.parquet", tmp_path / "rej.parquet"
+    assert main(["filter", str(src), "--tokenizer", str(tok_path), "--field", "question:1:",
+                 "--field", "answer:1:", "--out", str(out), "--rejects", str(rej),
+                 "--quiet"]) == 0
+    rows = dict(pl.read_parquet(rej).select("sft_row", "sft_drop_reason").sort("sft_row")
+                .iter_rows())
+    assert set(rows) == {2, 3, 4}
+    assert rows[2].startswith("invalid_json") and rows[3] == "not_an_object"
+    assert rows[4].startswith("empty")
+    assert pl.read_parquet(out).height == 1
+
+
 def test_filter_parquet_csv_and_json_array(tmp_path: Path, tok_path: Path) -> None:
     df = sftfast.demo_frame(300, seed=4).drop("id")
     paths = [tmp_path / "a.parquet", tmp_path / "b.csv", tmp_path / "c.json"]

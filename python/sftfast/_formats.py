@@ -349,6 +349,13 @@ def _jsonl(path: Path, shown: Path, workdir: Callable[[], Path]) -> Raw:
         folder.mkdir()
         lf = pl.concat([pl.scan_parquet(p) for p in _jsonl_parts(clean, folder)],
                        how="diagonal_relaxed")
+    lf = physical_rows(lf, skipped)
+    return Raw("jsonl", lf.collect_schema(), lambda _: lf, rejects)
+
+
+def physical_rows(lf: pl.LazyFrame, skipped: np.ndarray) -> pl.LazyFrame:
+    """``lf`` (the lines of a file that are rows) with ``sft_row`` (Int64): each row's 0-based
+    physical line, given the sorted 0-based lines that are not rows (blank, bad, not objects)."""
     lf = lf.with_row_index(ROW)
     index = pl.col(ROW).cast(pl.Int64)
     if len(skipped):
@@ -356,8 +363,7 @@ def _jsonl(path: Path, shown: Path, workdir: Callable[[], Path]) -> Raw:
         # thresholds t_k = s_k - k (non-decreasing), that count is searchsorted(t, i, "right").
         t = pl.Series(skipped - np.arange(len(skipped)), dtype=pl.Int64)
         index = index + pl.lit(t).search_sorted(index, side="right").cast(pl.Int64)
-    lf = lf.with_columns(index.alias(ROW))
-    return Raw("jsonl", lf.collect_schema(), lambda _: lf, rejects)
+    return lf.with_columns(index.alias(ROW))
 
 
 def _empty() -> pl.LazyFrame:

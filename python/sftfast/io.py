@@ -14,6 +14,7 @@ from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from polars.io.plugins import register_io_source
 
@@ -65,18 +66,21 @@ def scan_jsonl(path: str | Path, *, block_bytes: int = 32 << 20) -> pl.LazyFrame
     path = Path(path)
     if not isinstance(block_bytes, int) or isinstance(block_bytes, bool) or block_bytes < 1:
         raise InputError(f"block_bytes: expected a positive int, got {block_bytes!r}")
-    problems, jtype = _problems(path)
+    problems, _, jtype = _problems(path)
     if problems:
         raise InputError(f"{path}: line {problems[0][0]}: {problems[0][1]} (sftfast.read sets "
                          f"such lines aside with their reason)")
     return _stream(path, jtype, block_bytes)
 
 
-def _problems(path: Path) -> tuple[list[tuple[int, str]], Any]:
+def _problems(path: Path) -> tuple[list[tuple[int, str]], np.ndarray, Any]:
     """The native scan of ``path``: its bad and non-object lines ``(line, reason)`` in order,
-    and the type of its object lines (None: types Polars coerces)."""
-    bad, _, odd, _, jtype = _native.scan_jsonl(str(path))
-    return sorted([*bad, *((line, "not_an_object") for line in odd)]), jtype
+    the 0-based lines that are not rows (those and blank lines), and the type of its object
+    lines (None: types Polars coerces)."""
+    bad, blank, odd, _, jtype = _native.scan_jsonl(str(path))
+    problems = sorted([*bad, *((line, "not_an_object") for line in odd)])
+    skipped = np.unique(np.asarray([*blank, *(ln for ln, _ in problems)], np.int64)) - 1
+    return problems, skipped, jtype
 
 
 def _stream(path: Path, jtype: Any, block_bytes: int = 32 << 20) -> pl.LazyFrame:
@@ -137,20 +141,27 @@ def _scan_one(path: Path, kind: str, *, strict: bool, result: ScanResult) -> pl.
             return pl.read_json(path, infer_schema_length=None).lazy()
         # Validate eagerly so a bad line deep in the file is caught before a long run starts;
         # the same scan gives the schema of the good lines.
-        bad, jtype = _problems(path)
-        if not bad:
-            return _stream(path, jtype)
+        # Rows are numbered by physical line (0-based), as the lines set aside are.
+        problems, skipped, jtype = _problems(path)
+        if not problems:
+            return _numbered(_stream(path, jtype), skipped)
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: cannot read as {kind}: {exc}") from exc
-    line, reason = bad[0]
+    line, reason = problems[0]
     if strict:
         raise InputError(f"{path}: line {line}: {reason}")
     if result.tempdir is None:
         result.tempdir = tempfile.TemporaryDirectory(prefix="sftfast-")
     clean = Path(result.tempdir.name) / f"{len(result.bad_rows)}-{path.name}.jsonl"
     _native.scan_jsonl(str(path), str(clean))  # the object lines only
-    result.bad_rows.extend(BadRow(str(path), ln, why) for ln, why in bad)
-    return _stream(clean, jtype)
+    result.bad_rows.extend(BadRow(str(path), ln, why) for ln, why in problems)
+    return _numbered(_stream(clean, jtype), skipped)
+
+
+def _numbered(lf: pl.LazyFrame, skipped: np.ndarray) -> pl.LazyFrame:
+    from sftfast._formats import physical_rows
+
+    return physical_rows(lf, skipped).with_columns(pl.col(ROW).cast(pl.UInt32))
 
 
 def scan_inputs(paths: list[str | Path], *, strict: bool = False) -> ScanResult:
@@ -166,6 +177,8 @@ def scan_inputs(paths: list[str | Path], *, strict: bool = False) -> ScanResult:
         if not p.is_file():
             raise InputError(f"{p}: no such file")
         lf = _scan_one(p, _kind(p), strict=strict, result=result)
-        frames.append(lf.with_row_index(ROW).with_columns(pl.lit(str(p)).alias(SOURCE)))
+        if ROW not in lf.collect_schema():  # (JSON Lines come numbered by physical line)
+            lf = lf.with_row_index(ROW)
+        frames.append(lf.with_columns(pl.lit(str(p)).alias(SOURCE)))
     result.frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
     return result
