@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 import tempfile
 from collections.abc import Iterator
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -140,8 +140,8 @@ def _scan_one(path: Path, kind: str, *, strict: bool, result: ScanResult) -> pl.
         if kind == "json":
             return pl.read_json(path, infer_schema_length=None).lazy()
         # Validate eagerly so a bad line deep in the file is caught before a long run starts;
-        # the same scan gives the schema of the good lines.
-        # Rows are numbered by physical line (0-based), as the lines set aside are.
+        # the same scan gives the schema of the good lines. Rows are numbered by physical line
+        # (0-based), as the lines set aside are.
         problems, skipped, jtype = _problems(path)
         if not problems:
             return _numbered(_stream(path, jtype), skipped)

@@ -1,10 +1,10 @@
 //! JSON Lines validation: find the lines a JSON reader would fail on, with line numbers.
 //!
 //! Polars' NDJSON reader stops on the first bad line without saying which. This pass reads the
-//! file once (memory: one line at a time plus a block of lines in flight), parses each line with
-//! serde_json (`IgnoredAny`, no allocation per value), and either reports the first problems
-//! (strict mode) or writes the good lines to a new file and returns the bad ones with their
-//! reasons, so nothing is lost silently.
+//! file once (memory: an 8 MB block of lines), parses each line with serde_json (a visitor that
+//! infers the column types, no allocation per value, see [`crate::jsontype`]), and either
+//! reports the first problems (strict mode) or writes the good lines to a new file and returns
+//! the bad ones with their reasons, so nothing is lost silently.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -110,15 +110,6 @@ fn verdicts(lines: &[&[u8]]) -> (Vec<Verdict>, JType) {
         }
     }
     (v, t)
-}
-
-/// Scan `path`; write the valid non-blank lines to `good_out` (when given) and return the bad
-/// ones, in order.
-///
-/// # Errors
-/// [`SftError::Io`] naming the file when reading or writing fails.
-pub fn split_jsonl(path: &Path, good_out: Option<&Path>) -> Result<Vec<BadLine>> {
-    Ok(scan_jsonl(path, good_out, false)?.bad)
 }
 
 /// One pass over `path`: bad, blank and non-object lines and the line count; the object lines
@@ -265,7 +256,7 @@ mod tests {
         let src = dir.join("in.jsonl");
         std::fs::write(&src, b"{\"a\": 1}\n{bad\n\n{\"a\": \"\xff\"}\n{\"a\": 2}\n").unwrap();
         let out = dir.join("out.jsonl");
-        let bad = split_jsonl(&src, Some(&out)).unwrap();
+        let bad = scan_jsonl(&src, Some(&out), false).unwrap().bad;
         assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![2, 4]);
         assert!(bad[0].reason.starts_with("invalid_json"));
         assert_eq!(bad[1].reason, "invalid_utf8");

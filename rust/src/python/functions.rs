@@ -188,25 +188,10 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(progress_rows, m)?)?;
     m.add_function(wrap_pyfunction!(demo_rows, m)?)?;
     m.add_function(wrap_pyfunction!(train_demo_tokenizer, m)?)?;
-    m.add_function(wrap_pyfunction!(split_jsonl, m)?)?;
     m.add_function(wrap_pyfunction!(count_lines, m)?)?;
     m.add_function(wrap_pyfunction!(scan_jsonl, m)?)?;
     m.add_function(wrap_pyfunction!(jsonl_frames, m)?)?;
     Ok(())
-}
-
-/// Bad lines of a JSON Lines file as `(line, reason)`; the good ones go to `good_out` if given.
-#[pyfunction]
-#[pyo3(signature = (path, good_out=None))]
-pub(crate) fn split_jsonl(
-    py: Python<'_>,
-    path: PathBuf,
-    good_out: Option<PathBuf>,
-) -> PyResult<Vec<(usize, String)>> {
-    run_detached(py, move || {
-        let bad = crate::jsonl::split_jsonl(&path, good_out.as_deref())?;
-        Ok(bad.into_iter().map(|b| (b.line, b.reason)).collect())
-    })
 }
 
 /// One pass over a JSON Lines file: `(bad (line, reason), blank lines, non-object lines, line
