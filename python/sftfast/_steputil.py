@@ -52,7 +52,7 @@ def scan_step_file(path: Path) -> pl.LazyFrame:
     return pl.scan_ipc(path) if path.suffix == ".arrow" else pl.scan_parquet(path)
 
 
-def parquet_slices(path: Path, batch_rows: int | None = None
+def step_slices(path: Path, batch_rows: int | None = None
                    ) -> Iterator[tuple[int, int, pl.LazyFrame]]:
     """``(start, stop, slice)`` of ``path``, ``batch_rows`` rows each, for a consumer slower than the
     reader (MinHash, the shard writer). Each slice is collected on its own, so memory stays one

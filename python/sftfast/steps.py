@@ -46,7 +46,7 @@ from sftfast._steputil import (
     _sink,
     _sink_ipc,
     conversation_text,
-    parquet_slices,
+    step_slices,
 )
 from sftfast.exceptions import ConfigError
 from sftfast.expr import _plugin
@@ -133,7 +133,7 @@ class StepContext:
         if self.rows is None:
             raise ConfigError("steps: the first step must be 'read'")
         gone = np.sort(self.dropped_ids().to_numpy())
-        for start, stop, lf in parquet_slices(self.rows):
+        for start, stop, lf in step_slices(self.rows):
             lf = lf.filter(pl.col(REASON).is_null()).drop(REASON, "sft_drop_detail", "sft_raw")
             lo, hi = np.searchsorted(gone, [start, stop])
             if hi > lo:
@@ -540,7 +540,7 @@ class WriteShards(Step):
 
         def batches() -> Iterator[pl.DataFrame]:
             # Slice by slice of rendered.arrow (bounded memory), in row-id order.
-            for _, _, part in parquet_slices(rendered, slice_rows):
+            for _, _, part in step_slices(rendered, slice_rows):
                 b = (part.filter(pl.col("render_error").is_null())
                      .select(ID, "input_ids", "labels").collect())
                 if b.height == 0:
